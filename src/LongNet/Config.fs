@@ -1,0 +1,151 @@
+/// Typed, validated configuration of dilated attention: groups of (segment length, dilation rate),
+/// head offsets, causality and scale. Pure: no tensors, no native calls.
+namespace LongNet
+
+open System
+
+/// A configuration error: the offending parameter and what range it must lie in.
+type ConfigError =
+    { Parameter: string
+      Message: string }
+
+    /// Raises the error as an `ArgumentException` (or `ArgumentOutOfRangeException`) naming the parameter.
+    member e.Raise<'T>() : 'T =
+        raise (ArgumentException(e.Message, e.Parameter))
+
+/// Which local offset each head uses inside a segment of a group with dilation rate r.
+type HeadOffsets =
+    /// Head j uses offset j mod r (the LongNet paper).
+    | Paper
+    /// Head j uses offset j / ceil(H / r): contiguous blocks of heads (torchscale's checkpoints).
+    | Blocks
+
+/// Functions over head offsets.
+module HeadOffsets =
+    /// The offset s_j in [0, rate) of head `head` (of `heads`) for a group with dilation `rate`.
+    let offset (mode: HeadOffsets) (heads: int) (rate: int) (head: int) : int =
+        match mode with
+        | Paper -> head % rate
+        | Blocks -> head / ((heads + rate - 1) / rate)
+
+    /// Parses "paper" or "blocks" (case-insensitive).
+    let parse (text: string) : Result<HeadOffsets, ConfigError> =
+        match text.Trim().ToLowerInvariant() with
+        | "paper" -> Ok Paper
+        | "blocks" -> Ok Blocks
+        | _ ->
+            Error
+                { Parameter = "offsets"
+                  Message = $"offsets must be 'paper' or 'blocks', got '{text}'." }
+
+/// One (segment length w, dilation rate r) group of dilated attention, with 1 ≤ r ≤ w.
+[<Struct; CustomEquality; CustomComparison>]
+type Group =
+    private
+        { W: int
+          R: int }
+
+    /// The segment length w.
+    member g.SegmentLength = g.W
+    /// The dilation rate r.
+    member g.DilationRate = g.R
+
+    /// Builds a group, checking 1 ≤ segmentLength and 1 ≤ dilationRate ≤ segmentLength.
+    static member Create(segmentLength: int, dilationRate: int) : Result<Group, ConfigError> =
+        if segmentLength < 1 then
+            Error
+                { Parameter = "segmentLength"
+                  Message = $"segmentLength must be ≥ 1, got {segmentLength}." }
+        elif dilationRate < 1 || dilationRate > segmentLength then
+            Error
+                { Parameter = "dilationRate"
+                  Message = $"dilationRate must be in [1, segmentLength = {segmentLength}], got {dilationRate}." }
+        else
+            Ok { W = segmentLength; R = dilationRate }
+
+    override g.ToString() = $"(w={g.W}, r={g.R})"
+    override g.Equals(o) =
+        match o with
+        | :? Group as h -> g.W = h.W && g.R = h.R
+        | _ -> false
+    override g.GetHashCode() = HashCode.Combine(g.W, g.R)
+
+    interface IComparable with
+        member g.CompareTo(o) =
+            match o with
+            | :? Group as h -> compare (g.W, g.R) (h.W, h.R)
+            | _ -> invalidArg "o" "can only compare with another Group"
+
+/// The full configuration of dilated attention.
+type DilatedConfig =
+    {
+        /// The (w, r) groups whose outputs are mixed; non-empty, no duplicates.
+        Groups: Group list
+        /// Which offset each head uses (paper: j mod r).
+        Offsets: HeadOffsets
+        /// Whether a query may only see keys at or before its own position.
+        Causal: bool
+        /// Softmax scale; `None` means 1/sqrt(headDim).
+        Scale: float option
+    }
+
+/// Validating constructors for `DilatedConfig`.
+module DilatedConfig =
+    let private traverse (results: Result<'a, ConfigError> list) =
+        List.foldBack
+            (fun r acc ->
+                match r, acc with
+                | Ok x, Ok xs -> Ok(x :: xs)
+                | Error e, _ -> Error e
+                | _, Error e -> Error e)
+            results
+            (Ok [])
+
+    /// Builds a configuration from parallel lists of segment lengths and dilation rates.
+    let create
+        (segmentLengths: int list)
+        (dilationRates: int list)
+        (offsets: HeadOffsets)
+        (causal: bool)
+        (scale: float option)
+        : Result<DilatedConfig, ConfigError> =
+        if segmentLengths.IsEmpty then
+            Error
+                { Parameter = "segmentLengths"
+                  Message = "segmentLengths must name at least one group." }
+        elif segmentLengths.Length <> dilationRates.Length then
+            Error
+                { Parameter = "dilationRates"
+                  Message =
+                    $"dilationRates must have one entry per segment length ({segmentLengths.Length}), got {dilationRates.Length}." }
+        else
+            match scale with
+            | Some s when not (Double.IsFinite s) || s <= 0.0 ->
+                Error
+                    { Parameter = "scale"
+                      Message = $"scale must be a finite number > 0, got {s}." }
+            | _ ->
+                List.map2 (fun w r -> Group.Create(w, r)) segmentLengths dilationRates
+                |> traverse
+                |> Result.bind (fun groups ->
+                    match groups |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
+                    | Some(g, _) ->
+                        Error
+                            { Parameter = "segmentLengths"
+                              Message = $"groups must be distinct; {g} appears more than once." }
+                    | None ->
+                        Ok
+                            { Groups = groups
+                              Offsets = offsets
+                              Causal = causal
+                              Scale = scale })
+
+    /// Like `create`, but raises an `ArgumentException` naming the parameter on invalid input.
+    let createOrRaise segmentLengths dilationRates offsets causal scale : DilatedConfig =
+        match create segmentLengths dilationRates offsets causal scale with
+        | Ok c -> c
+        | Error e -> e.Raise()
+
+    /// The scale actually used for a head dimension: the configured one or 1/sqrt(headDim).
+    let scaleFor (config: DilatedConfig) (headDim: int) : float =
+        config.Scale |> Option.defaultWith (fun () -> 1.0 / sqrt (float headDim))

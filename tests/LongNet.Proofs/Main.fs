@@ -1,0 +1,3 @@
+module LongNet.Proofs.Main
+[<EntryPoint>]
+let main _ = 0
