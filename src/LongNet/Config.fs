@@ -6,8 +6,10 @@ open System
 
 /// A configuration error: the offending parameter and what range it must lie in.
 type ConfigError =
-    { Parameter: string
-      Message: string }
+    {
+        Parameter: string
+        Message: string
+    }
 
     /// Raises the error as an `ArgumentException` (or `ArgumentOutOfRangeException`) naming the parameter.
     member e.Raise<'T>() : 'T =
@@ -35,15 +37,19 @@ module HeadOffsets =
         | "blocks" -> Ok Blocks
         | _ ->
             Error
-                { Parameter = "offsets"
-                  Message = $"offsets must be 'paper' or 'blocks', got '{text}'." }
+                {
+                    Parameter = "offsets"
+                    Message = $"offsets must be 'paper' or 'blocks', got '{text}'."
+                }
 
 /// One (segment length w, dilation rate r) group of dilated attention, with 1 ≤ r ≤ w.
 [<Struct; CustomEquality; CustomComparison>]
 type Group =
     private
-        { W: int
-          R: int }
+        {
+            W: int
+            R: int
+        }
 
     /// The segment length w.
     member g.SegmentLength = g.W
@@ -54,20 +60,26 @@ type Group =
     static member Create(segmentLength: int, dilationRate: int) : Result<Group, ConfigError> =
         if segmentLength < 1 then
             Error
-                { Parameter = "segmentLength"
-                  Message = $"segmentLength must be ≥ 1, got {segmentLength}." }
+                {
+                    Parameter = "segmentLength"
+                    Message = $"segmentLength must be ≥ 1, got {segmentLength}."
+                }
         elif dilationRate < 1 || dilationRate > segmentLength then
             Error
-                { Parameter = "dilationRate"
-                  Message = $"dilationRate must be in [1, segmentLength = {segmentLength}], got {dilationRate}." }
+                {
+                    Parameter = "dilationRate"
+                    Message = $"dilationRate must be in [1, segmentLength = {segmentLength}], got {dilationRate}."
+                }
         else
             Ok { W = segmentLength; R = dilationRate }
 
     override g.ToString() = $"(w={g.W}, r={g.R})"
+
     override g.Equals(o) =
         match o with
         | :? Group as h -> g.W = h.W && g.R = h.R
         | _ -> false
+
     override g.GetHashCode() = HashCode.Combine(g.W, g.R)
 
     interface IComparable with
@@ -111,19 +123,25 @@ module DilatedConfig =
         : Result<DilatedConfig, ConfigError> =
         if segmentLengths.IsEmpty then
             Error
-                { Parameter = "segmentLengths"
-                  Message = "segmentLengths must name at least one group." }
+                {
+                    Parameter = "segmentLengths"
+                    Message = "segmentLengths must name at least one group."
+                }
         elif segmentLengths.Length <> dilationRates.Length then
             Error
-                { Parameter = "dilationRates"
-                  Message =
-                    $"dilationRates must have one entry per segment length ({segmentLengths.Length}), got {dilationRates.Length}." }
+                {
+                    Parameter = "dilationRates"
+                    Message =
+                        $"dilationRates must have one entry per segment length ({segmentLengths.Length}), got {dilationRates.Length}."
+                }
         else
             match scale with
             | Some s when not (Double.IsFinite s) || s <= 0.0 ->
                 Error
-                    { Parameter = "scale"
-                      Message = $"scale must be a finite number > 0, got {s}." }
+                    {
+                        Parameter = "scale"
+                        Message = $"scale must be a finite number > 0, got {s}."
+                    }
             | _ ->
                 List.map2 (fun w r -> Group.Create(w, r)) segmentLengths dilationRates
                 |> traverse
@@ -131,14 +149,18 @@ module DilatedConfig =
                     match groups |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
                     | Some(g, _) ->
                         Error
-                            { Parameter = "segmentLengths"
-                              Message = $"groups must be distinct; {g} appears more than once." }
+                            {
+                                Parameter = "segmentLengths"
+                                Message = $"groups must be distinct; {g} appears more than once."
+                            }
                     | None ->
                         Ok
-                            { Groups = groups
-                              Offsets = offsets
-                              Causal = causal
-                              Scale = scale })
+                            {
+                                Groups = groups
+                                Offsets = offsets
+                                Causal = causal
+                                Scale = scale
+                            })
 
     /// Like `create`, but raises an `ArgumentException` naming the parameter on invalid input.
     let createOrRaise segmentLengths dilationRates offsets causal scale : DilatedConfig =

@@ -36,10 +36,12 @@ module Elf =
     /// One version requirement (`Vernaux`) of a shared library: the file it is needed from, the
     /// version name, whether it is already weak, and the byte offset of its flags field.
     type VersionNeed =
-        { File: string
-          Version: string
-          Weak: bool
-          FlagsOffset: int }
+        {
+            File: string
+            Version: string
+            Weak: bool
+            FlagsOffset: int
+        }
 
     let private u16 (b: byte[]) (o: int) = BitConverter.ToUInt16(b, o)
     let private u32 (b: byte[]) (o: int) = BitConverter.ToUInt32(b, o)
@@ -93,10 +95,12 @@ module Elf =
                                     acc
                                 else
                                     let need =
-                                        { File = file
-                                          Version = cString image (strtab + int (u32 image (aux + 8)))
-                                          Weak = (u16 image (aux + 4) &&& verFlagWeak) <> 0us
-                                          FlagsOffset = aux + 4 }
+                                        {
+                                            File = file
+                                            Version = cString image (strtab + int (u32 image (aux + 8)))
+                                            Weak = (u16 image (aux + 4) &&& verFlagWeak) <> 0us
+                                            FlagsOffset = aux + 4
+                                        }
 
                                     auxes (aux + int (u32 image (aux + 12))) (n - 1) (need :: acc)
 
@@ -136,10 +140,12 @@ let private loadedLibStdCxxPath () =
 /// True when the libstdc++ this process uses defines the given version node (for example `GLIBCXX_3.4.32`).
 let libStdCxxDefines (version: string) : bool =
     let candidates =
-        [ yield! Option.toList (loadedLibStdCxxPath ())
-          "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
-          "/usr/lib64/libstdc++.so.6"
-          "/usr/lib/libstdc++.so.6" ]
+        [
+            yield! Option.toList (loadedLibStdCxxPath ())
+            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+            "/usr/lib64/libstdc++.so.6"
+            "/usr/lib/libstdc++.so.6"
+        ]
 
     match candidates |> List.tryFind File.Exists with
     | None -> true // no system libstdc++ visible: nothing to fix here
@@ -156,32 +162,42 @@ let private nugetRoot () =
 
 let private nativeSearchDirectories () =
     match AppContext.GetData "NATIVE_DLL_SEARCH_DIRECTORIES" with
-    | :? string as dirs -> dirs.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
+    | :? string as dirs ->
+        dirs.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+        |> List.ofArray
     | _ -> []
 
 let private torchSharpAssemblyDir () =
     let location = typeof<TorchSharp.torch.Tensor>.Assembly.Location
-    if String.IsNullOrEmpty location then None else Some(Path.GetDirectoryName location)
+
+    if String.IsNullOrEmpty location then
+        None
+    else
+        Some(Path.GetDirectoryName location)
 
 /// Folders searched, in order, for a native library, from the most specific to the most general.
 let private searchFolders (packageId: string) (version: string) =
-    [ yield! nativeSearchDirectories ()
-      AppContext.BaseDirectory
-      Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native")
-      match torchSharpAssemblyDir () with
-      | Some dir -> Path.GetFullPath(Path.Combine(dir, "..", "..", "runtimes", "linux-x64", "native"))
-      | None -> ()
-      Path.Combine(nugetRoot (), packageId, version, "runtimes", "linux-x64", "native") ]
+    [
+        yield! nativeSearchDirectories ()
+        AppContext.BaseDirectory
+        Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native")
+        match torchSharpAssemblyDir () with
+        | Some dir -> Path.GetFullPath(Path.Combine(dir, "..", "..", "runtimes", "linux-x64", "native"))
+        | None -> ()
+        Path.Combine(nugetRoot (), packageId, version, "runtimes", "linux-x64", "native")
+    ]
 
 let private findIn (folders: string list) (file: string) =
     folders |> List.map (fun d -> Path.Combine(d, file)) |> List.tryFind File.Exists
 
 /// How the native libraries were brought in, for diagnostics (`longnet --version` prints it).
 type LoadReport =
-    { TorchLib: string option
-      LibTorchSharp: string option
-      Patched: bool
-      Cuda: bool }
+    {
+        TorchLib: string option
+        LibTorchSharp: string option
+        Patched: bool
+        Cuda: bool
+    }
 
 let private writeAtomically (path: string) (bytes: byte[]) =
     let temp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp"
@@ -214,7 +230,9 @@ let private preparePatchedCopy (torchLib: string) (libTorchSharp: string) : stri
         | Error why -> failwith $"cannot read {libTorchSharp}: {why}"
 
     let key =
-        let hash = Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(torchLib + "|" + libTorchSharp))
+        let hash =
+            Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(torchLib + "|" + libTorchSharp))
+
         let content = Security.Cryptography.SHA256.HashData original
         Convert.ToHexString(Array.append hash.[0..7] content.[0..7]).ToLowerInvariant()
 
@@ -256,10 +274,12 @@ let private cudaLibraries = [ "libc10_cuda.so"; "libtorch_cuda.so" ]
 
 let private initialise () : LoadReport =
     if not (RuntimeInformation.IsOSPlatform OSPlatform.Linux) then
-        { TorchLib = None
-          LibTorchSharp = None
-          Patched = false
-          Cuda = false }
+        {
+            TorchLib = None
+            LibTorchSharp = None
+            Patched = false
+            Cuda = false
+        }
     else
         let userTorchLib =
             match Environment.GetEnvironmentVariable TorchLibVariable with
@@ -278,7 +298,8 @@ let private initialise () : LoadReport =
                 findIn (searchFolders "libtorch-cpu-linux-x64" "2.10.0") "libtorch_cpu.so"
                 |> Option.map Path.GetDirectoryName
 
-        let libTorchSharp = findIn (searchFolders "torchsharp" "0.107.0") "libLibTorchSharp.so"
+        let libTorchSharp =
+            findIn (searchFolders "torchsharp" "0.107.0") "libLibTorchSharp.so"
 
         match torchLib, libTorchSharp with
         | Some torchLib, Some bridge ->
@@ -292,34 +313,50 @@ let private initialise () : LoadReport =
                 )
 
             let needsPatch = not missing.IsEmpty
-            let cuda = cudaLibraries |> List.forall (fun l -> File.Exists(Path.Combine(torchLib, l)))
+
+            let cuda =
+                cudaLibraries |> List.forall (fun l -> File.Exists(Path.Combine(torchLib, l)))
 
             if needsPatch || userTorchLib.IsSome then
                 // Load libtorch by full path first, so the bridge's dependencies resolve to this copy.
-                for lib in [ "libc10.so"; "libtorch_cpu.so" ] @ (if cuda then cudaLibraries else []) @ [ "libtorch.so" ] do
+                for lib in
+                    [ "libc10.so"; "libtorch_cpu.so" ]
+                    @ (if cuda then cudaLibraries else [])
+                    @ [ "libtorch.so" ] do
                     let path = Path.Combine(torchLib, lib)
 
                     if File.Exists path then
                         load path
 
-                let bridgePath = if needsPatch then preparePatchedCopy torchLib bridge else bridge
+                let bridgePath =
+                    if needsPatch then
+                        preparePatchedCopy torchLib bridge
+                    else
+                        bridge
+
                 load bridgePath
 
-                { TorchLib = Some torchLib
-                  LibTorchSharp = Some bridgePath
-                  Patched = needsPatch
-                  Cuda = cuda }
+                {
+                    TorchLib = Some torchLib
+                    LibTorchSharp = Some bridgePath
+                    Patched = needsPatch
+                    Cuda = cuda
+                }
             else
-                { TorchLib = Some torchLib
-                  LibTorchSharp = Some bridge
-                  Patched = false
-                  Cuda = false }
+                {
+                    TorchLib = Some torchLib
+                    LibTorchSharp = Some bridge
+                    Patched = false
+                    Cuda = false
+                }
         | _ ->
             // Nothing found: leave the search to TorchSharp's own loader, which reports what is missing.
-            { TorchLib = torchLib
-              LibTorchSharp = libTorchSharp
-              Patched = false
-              Cuda = false }
+            {
+                TorchLib = torchLib
+                LibTorchSharp = libTorchSharp
+                Patched = false
+                Cuda = false
+            }
 
 let private loaded = lazy (initialise ())
 
