@@ -15,8 +15,10 @@ let group
     : torch.Tensor * torch.Tensor =
     let heads, n, d = int q.shape.[1], q.shape.[2], int q.shape.[3]
     // A segment longer than the sequence is the sequence itself plus masked padding: clip it.
+    // The rate is not clipped: head offsets s_j = j mod r must not depend on n (a sequence shorter
+    // than r simply leaves the heads with s_j ≥ n uncovered), or a prefix would attend differently.
     let w = int (min (int64 g.SegmentLength) n)
-    let r = min g.DilationRate w
+    let r = g.DilationRate
     let offsets = Dilate.offsets config.Offsets heads r q.device
     let _, real = Dilate.positions w r n offsets
 
