@@ -20,7 +20,7 @@ let denseEquivalence =
             for n, heads, d in [ 1025L, 3L, 5L; 97L, 8L, 64L; 2049L, 2L, 16L ] do
                 for causal in [ false; true ] do
                     test $"N = {n}, {heads} heads, head dim {d}, causal = {causal}" {
-                        use scope = torch.NewDisposeScope()
+                        use _scope = torch.NewDisposeScope()
 
                         let q, k, v =
                             randn 1L [| 1L; heads; n; d |],
