@@ -10,7 +10,7 @@ type Layout =
     {
         /// Segment length, clipped to n (a longer segment is n plus masked padding).
         W: int
-        /// Dilation rate, clipped to W.
+        /// Dilation rate as configured (it may exceed W when the sequence is short).
         R: int
         /// Sequence length.
         N: int64
@@ -25,7 +25,9 @@ type Layout =
 /// Builds the layout of group `g` for `heads` heads over `n` positions on `device`.
 let create (offsets: HeadOffsets) (g: Group) (heads: int) (n: int64) (device: torch.Device) : Layout =
     let w = int (min (int64 g.SegmentLength) n)
-    let r = min g.DilationRate w
+    // r stays as configured even when r > n: head j's offset is j mod r (or its block) for the
+    // configured r, and a head whose offset lands at or past n keeps no position in this group.
+    let r = g.DilationRate
     let headOffsets = Dilate.offsets offsets heads r device
     let _, real = Dilate.positions w r n headOffsets
 
