@@ -5,7 +5,19 @@ module LongNet.DilatedAttention
 
 open TorchSharp
 
-/// One group's contribution: out `[b, h, n, d]` (0 where uncovered) and lse `[b, h, n]` (−∞ where uncovered).
+/// Which implementation computes the attention inside the blocks.
+type Kernel =
+    /// libtorch's fused kernels (no score matrices; exact custom backward). The default where supported.
+    | Fused
+    /// Explicit score matrices and autograd: the reference path, differentiable through the lse too.
+    | Explicit
+
+/// The kernel `forward` uses for these inputs: fused where libtorch has it for the dtype and device.
+let defaultKernel (q: torch.Tensor) : Kernel =
+    if Kernels.supports q then Fused else Explicit
+
+/// One group's contribution with explicit attention: out `[b, h, n, d]` (0 where uncovered) and
+/// lse `[b, h, n]` (−∞ where uncovered), both differentiable.
 let group
     (config: DilatedConfig)
     (g: Group)
@@ -13,35 +25,46 @@ let group
     (k: torch.Tensor)
     (v: torch.Tensor)
     : torch.Tensor * torch.Tensor =
-    let heads, n, d = int q.shape.[1], q.shape.[2], int q.shape.[3]
-    // A segment longer than the sequence is the sequence itself plus masked padding: clip it.
-    // The rate is not clipped: head offsets s_j = j mod r must not depend on n (a sequence shorter
-    // than r simply leaves the heads with s_j ≥ n uncovered), or a prefix would attend differently.
-    let w = int (min (int64 g.SegmentLength) n)
-    let r = g.DilationRate
-    let offsets = Dilate.offsets config.Offsets heads r q.device
-    let _, real = Dilate.positions w r n offsets
+    let layout =
+        GroupLayout.create config.Offsets g (int q.shape.[1]) q.shape.[2] q.device
 
-    let dilated (x: torch.Tensor) =
-        Dilate.gather r offsets (Segment.split w x)
-
-    let keyValid = if real.all().item<bool>() then None else Some real
-    let scale = DilatedConfig.scaleFor config d
+    let blocks = GroupLayout.gather layout
+    let keyValid = if layout.AllReal then None else Some layout.Real
+    let scale = DilatedConfig.scaleFor config (int q.shape.[3])
 
     let out, lse =
-        Attend.attend scale config.Causal keyValid (dilated q) (dilated k) (dilated v)
+        Attend.attend scale config.Causal keyValid (blocks q) (blocks k) (blocks v)
 
-    Scatter.scatter w r n offsets real out lse
+    Scatter.scatter layout.W layout.R layout.N layout.Offsets layout.Real out lse
 
-/// Dilated attention with its global log-sum-exp: `[b, h, n, d]` q, k, v → (out `[b, h, n, d]`, lse `[b, h, n]`).
-/// Validates the inputs first (shapes, dtypes, devices; NaN/Inf too when `checkInputs`).
-let forwardWithLse (checkInputs: bool) (config: DilatedConfig) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
+/// Dilated attention with its global log-sum-exp, on the chosen kernel: `[b, h, n, d]` q, k, v →
+/// (out `[b, h, n, d]`, lse `[b, h, n]`). Validates the inputs first (NaN/Inf too when `checkInputs`).
+/// The output is differentiable on both kernels; the lse only on `Explicit`.
+let forwardUsing
+    (kernel: Kernel)
+    (checkInputs: bool)
+    (config: DilatedConfig)
+    (q: torch.Tensor)
+    (k: torch.Tensor)
+    (v: torch.Tensor)
+    =
     Native.ensureLoaded () |> ignore
     Inputs.validateQkv checkInputs q k v
     use scope = torch.NewDisposeScope()
-    let out, lse = config.Groups |> List.map (fun g -> group config g q k v) |> Mix.mix
+
+    let out, lse =
+        match kernel with
+        | Fused when not (Kernels.supports q) ->
+            invalidArg "kernel" $"the fused kernels do not serve {q.dtype} on {q.device}; use Explicit."
+        | Fused -> FusedDilated.apply config q k v
+        | Explicit -> config.Groups |> List.map (fun g -> group config g q k v) |> Mix.mix
+
     scope.MoveToOuter(out, lse) |> ignore
     out, lse
+
+/// Dilated attention with its global log-sum-exp on the default kernel (see `forwardUsing`).
+let forwardWithLse (checkInputs: bool) (config: DilatedConfig) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
+    forwardUsing (defaultKernel q) checkInputs config q k v
 
 /// Dilated attention: `[b, h, n, d]` q, k, v → `[b, h, n, d]`. Differentiable (true gradient through the mixing).
 let forward (config: DilatedConfig) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) : torch.Tensor =

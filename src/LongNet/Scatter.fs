@@ -4,8 +4,9 @@ module LongNet.Scatter
 
 open TorchSharp
 
-let private scatterSlots (w: int) (r: int) (n: int64) (offsets: torch.Tensor) (fill: torch.Tensor) (y: torch.Tensor) =
-    // y: [b, h, s, m, e] → [b, h, n, e], slots written at local position s_j + r·t, `fill` elsewhere
+/// Scatters slot rows `[b, h, s, m, e]` to positions `[b, h, n, e]` (slot t of head j → local position
+/// s_j + r·t of its segment), writing `fill` (broadcastable to one element) where no slot lands.
+let rows (w: int) (r: int) (n: int64) (offsets: torch.Tensor) (fill: torch.Tensor) (y: torch.Tensor) =
     let b, h, s, m, e = y.shape.[0], y.shape.[1], y.shape.[2], y.shape.[3], y.shape.[4]
 
     let segmented =
@@ -35,6 +36,6 @@ let scatter
 
     let zero = torch.zeros (1L, dtype = out.dtype, device = out.device)
     let lse = torch.where (real.unsqueeze 0L, lse, negInf)
-    let out = scatterSlots w r n offsets zero out
-    let lse = scatterSlots w r n offsets negInf (lse.unsqueeze -1L)
+    let out = rows w r n offsets zero out
+    let lse = rows w r n offsets negInf (lse.unsqueeze -1L)
     out, lse.squeeze -1L

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs every test suite of LongNet for .NET on a fresh machine and ends with one line
+# "N passed, N failed" summed over all suites. Does its own set-up: system packages the tests need
+# (installed with apt-get when missing), local tools, paket restore, a Release build.
+#   bash tests/run.sh            # everything
+#   LONGNET_PROOF_CASES=10000 bash tests/run.sh   # the long fuzz/proof run
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+passed=0
+failed=0
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Records one suite's counts: record NAME PASSED FAILED
+record() {
+  printf '%-28s %5d passed, %5d failed\n' "$1" "$2" "$3" >>"$results/summary"
+  passed=$((passed + $2))
+  failed=$((failed + $3))
+}
+
+# Installs Debian packages that are missing (the tests need them; a user's machine may lack them).
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  step "installing ${missing[*]}"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+step "set-up: system packages, tools, paket restore"
+ensure_packages openmpi-bin libopenmpi-dev || { echo "error: could not install Open MPI (needed by the distributed tests)"; exit 1; }
+dotnet tool restore >/dev/null || exit 1
+dotnet paket restore || exit 1
+
+step "format check (fantomas)"
+if dotnet fantomas --check src tests examples; then record "format (fantomas)" 1 0; else
+  echo "fantomas: files need formatting: run 'dotnet fantomas src tests examples'"; record "format (fantomas)" 0 1; fi
+
+step "build (Release)"
+if ! dotnet build LongNet.sln -c Release -nologo -clp:ErrorsOnly -p:LongNetSkipToolRestore=true; then
+  record "build" 0 1
+  echo; cat "$results/summary"; echo "$passed passed, $failed failed"; exit 1
+fi
+record "build" 1 0
+
+# Counts passed/failed from a .trx file written by `dotnet test --logger trx`.
+trx_counts() {
+  local trx=$1
+  local p f
+  p=$(grep -o '<Counters [^>]*' "$trx" | grep -o ' passed="[0-9]*"' | grep -o '[0-9]*')
+  f=$(grep -o '<Counters [^>]*' "$trx" | grep -o ' failed="[0-9]*"' | grep -o '[0-9]*')
+  echo "${p:-0} ${f:-1}"
+}
+
+for project in tests/*/; do
+  name=$(basename "$project")
+  if [ -f "$project/$name.fsproj" ] || [ -f "$project/$name.csproj" ]; then
+    if grep -q '<IsTestProject>true</IsTestProject>' "$project"/*.??proj; then
+      step "$name (xunit)"
+      dotnet test "$project" -c Release --no-build -nologo --logger "trx;LogFileName=$results/$name.trx" --logger "console;verbosity=normal" 2>&1 | grep -v '^\s*$' | tail -n 60
+      if [ -f "$results/$name.trx" ]; then read -r p f < <(trx_counts "$results/$name.trx"); else p=0; f=1; fi
+      record "$name" "$p" "$f"
+    elif grep -q '<OutputType>Exe</OutputType>' "$project"/*.??proj; then
+      step "$name (Expecto)"
+      dotnet "$project/bin/Release/net10.0/$name.dll" --summary 2>&1 | tee "$results/$name.log" | tail -n 40
+      line=$(grep -E '[0-9]+ passed, [0-9]+ ignored, [0-9]+ failed, [0-9]+ errored' "$results/$name.log" | tail -n 1)
+      if [ -n "$line" ]; then
+        p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+        f=$(($(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+') + $(echo "$line" | grep -oE '[0-9]+ errored' | grep -oE '[0-9]+')))
+      else p=0; f=1; fi
+      record "$name" "$p" "$f"
+    fi
+  fi
+done
+
+if [ -d examples ] && ls examples/*.fsx >/dev/null 2>&1; then
+  step "examples (dotnet fsi)"
+  ep=0; ef=0
+  for script in examples/*.fsx; do
+    if dotnet fsi "$script" >"$results/example.log" 2>&1; then ep=$((ep + 1)); echo "ok   $script"
+    else ef=$((ef + 1)); echo "FAIL $script"; tail -n 20 "$results/example.log"; fi
+  done
+  record "examples" "$ep" "$ef"
+fi
+
+echo
+cat "$results/summary"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
