@@ -5,6 +5,7 @@
 /// Notation: `[b, h, m, d]` — batch, heads (any flattened block dims), rows per block, head dim.
 module LongNet.Kernels
 
+open System
 open TorchSharp
 
 // The script is a constant: a TorchScript *compile* error would abort the process (TorchSharp
@@ -77,9 +78,19 @@ let forward
     (k: torch.Tensor)
     (v: torch.Tensor)
     =
-    let struct (out: torch.Tensor, lse: torch.Tensor) =
-        unit.Force().invoke<struct (torch.Tensor * torch.Tensor)>("forward", q, k, v, Option.toObj mask, causal, scale)
+    // Pass Scalars we own and keep them alive through the call: for a bool or float argument TorchSharp
+    // makes a temporary Scalar that the finalizer may free while the native call still reads it
+    // (intermittent `Scalar::toLong` errors and crashes whenever another thread triggers a GC).
+    use causalArg = causal.ToScalar()
+    use scaleArg = scale.ToScalar()
 
+    let struct (out: torch.Tensor, lse: torch.Tensor) =
+        unit
+            .Force()
+            .invoke<struct (torch.Tensor * torch.Tensor)>("forward", q, k, v, Option.toObj mask, causalArg, scaleArg)
+
+    GC.KeepAlive causalArg
+    GC.KeepAlive scaleArg
     out, lse
 
 /// The attention backward for upstream gradient `g`, given the output `out` and log-sum-exp `lse`
@@ -95,6 +106,9 @@ let backward
     (out: torch.Tensor)
     (lse: torch.Tensor)
     =
+    use causalArg = causal.ToScalar()
+    use scaleArg = scale.ToScalar()
+
     let struct (dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor) =
         unit
             .Force()
@@ -107,8 +121,10 @@ let backward
                 out,
                 lse,
                 Option.toObj (cudaBias q k mask),
-                causal,
-                scale
+                causalArg,
+                scaleArg
             )
 
+    GC.KeepAlive causalArg
+    GC.KeepAlive scaleArg
     dq, dk, dv
