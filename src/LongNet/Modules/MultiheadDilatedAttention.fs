@@ -93,14 +93,36 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         this.register_module ("dropout", dropout)
         subLayerNorm |> Option.iter (fun m -> this.register_module ("inner_attn_ln", m))
 
+    // Which implementation of dilated attention runs. With gradients: the explicit path (score
+    // matrices, autograd). Without: libtorch's fused kernels where they serve the dtype/device. The
+    // fused path's autograd node (`FusedDilated.apply`, a TorchSharp custom function) crashes the
+    // process when a garbage collection runs during the call (reproduced: a thread calling GC.Collect
+    // beside `FusedDilated.apply` segfaults; `forwardNoGrad` and the explicit path do not), and a
+    // progress bar's render thread makes that likely during training; so training avoids it.
+    let dilatedAttention (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
+        let needsGrad =
+            torch.is_grad_enabled ()
+            && (q.requires_grad || k.requires_grad || v.requires_grad)
+
+        if not needsGrad && Kernels.supports q then
+            let out, lse = FusedDilated.forwardNoGrad settings.Dilated q k v
+            lse.Dispose()
+            out
+        else
+            let out, lse =
+                DilatedAttention.forwardUsing DilatedAttention.Explicit false settings.Dilated q k v
+
+            lse.Dispose()
+            out
+
     let splitHeads (x: torch.Tensor) =
         // [b, n, e] → [b, h, n, d]
-        x.view(x.shape.[0], x.shape.[1], h, d).transpose (1L, 2L)
+        x.view(x.shape.[0], x.shape.[1], h, d).transpose(1L, 2L)
 
     let finish (attended: torch.Tensor) =
         // [b, h, n, d] → [b, n, e] → sub-LN → out projection → dropout
         let b, n = attended.shape.[0], attended.shape.[2]
-        let merged = attended.transpose(1L, 2L).reshape (b, n, e)
+        let merged = attended.transpose(1L, 2L).reshape(b, n, e)
 
         let merged =
             match subLayerNorm with
@@ -124,16 +146,19 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     member _.Forward(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache option) : torch.Tensor =
         use scope = torch.NewDisposeScope()
         let n = x.shape.[1]
-        let q, k = Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+
+        let q, k =
+            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+
         let v = splitHeads (value.forward x)
 
         match cache with
         | Some c ->
             let first = KvCache.firstNeeded settings.Dilated n
-            c.Reset(first, k.narrow(2L, first, n - first), v.narrow (2L, first, n - first))
+            c.Reset(first, k.narrow (2L, first, n - first), v.narrow (2L, first, n - first))
         | None -> ()
 
-        let attended = DilatedAttention.forward settings.Dilated q k v
+        let attended = dilatedAttention q k v
         (finish attended).MoveToOuterDisposeScope()
 
     /// Drop-in multi-head attention: `query`, `key`, `value` `[b, n, e]` (one length n) at positions
@@ -149,7 +174,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             Rope.apply tables (splitHeads (query.forward queryInput)) (splitHeads (key.forward keyInput))
 
         let v = splitHeads (value.forward valueInput)
-        let attended = DilatedAttention.forward settings.Dilated q k v
+        let attended = dilatedAttention q k v
         (finish attended).MoveToOuterDisposeScope()
 
     /// One decoding step: `x` `[b, 1, e]` is the token at position `cache.Next` (whose position `tables`
@@ -161,7 +186,10 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
 
         use scope = torch.NewDisposeScope()
         let p = cache.Next
-        let q, k = Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+
+        let q, k =
+            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+
         let v = splitHeads (value.forward x)
         cache.Append(k, v)
         let attended, _ = KvCache.attendStep settings.Dilated p cache q
@@ -176,4 +204,3 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             Rope.tables settings.Position (int d) (Array.init (int x.shape.[1]) int64) x.dtype x.device
 
         m.Forward(x, tables, None).MoveToOuterDisposeScope()
-
