@@ -30,7 +30,10 @@ type Reader(node: JsonNode, section: string) =
         | _ -> fail section $"{section} must be a JSON object."
 
     let qualified name =
-        if String.IsNullOrEmpty section then name else $"{section}.{name}"
+        if String.IsNullOrEmpty section then
+            name
+        else
+            $"{section}.{name}"
 
     let tryValue (name: string) : JsonNode option =
         let mutable v: JsonNode = null
@@ -42,7 +45,9 @@ type Reader(node: JsonNode, section: string) =
 
     let number (name: string) (v: JsonNode) : float =
         match v with
-        | :? JsonValue as jv when jv.GetValueKind() = JsonValueKind.Number -> jv.GetValue<double>()
+        | :? JsonValue as jv when jv.GetValueKind() = JsonValueKind.Number ->
+            // parsed nodes hold a JsonElement, built ones a CLR number: read both through the text
+            Double.Parse(jv.ToJsonString(), Globalization.CultureInfo.InvariantCulture)
         | _ -> fail (qualified name) $"{qualified name} must be a number, got {v.ToJsonString()}."
 
     /// An integer field in [lo, hi], or `fallback` when absent.
@@ -95,14 +100,12 @@ type Reader(node: JsonNode, section: string) =
         | Some(:? JsonArray as items) ->
             [
                 for item in items do
-                    let x =
-                        if isNull item then
-                            nan
-                        else
-                            number name item
+                    let x = if isNull item then nan else number name item
 
                     if Math.Floor x <> x || x < float lo || x > float hi then
-                        fail (qualified name) $"{qualified name} must hold integers in [{lo}, {hi}], got {items.ToJsonString()}."
+                        fail
+                            (qualified name)
+                            $"{qualified name} must hold integers in [{lo}, {hi}], got {items.ToJsonString()}."
 
                     int x
             ]
@@ -125,7 +128,13 @@ type Reader(node: JsonNode, section: string) =
 /// Parses JSON text into a node, failing with the position of a syntax error.
 let parse (what: string) (text: string) : JsonNode =
     try
-        match JsonNode.Parse(text, documentOptions = JsonDocumentOptions(CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true)) with
+        match
+            JsonNode.Parse(
+                text,
+                documentOptions =
+                    JsonDocumentOptions(CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true)
+            )
+        with
         | null -> fail what $"{what} is empty; expected a JSON object."
         | node -> node
     with :? JsonException as e ->

@@ -31,8 +31,8 @@ module FeedForwardKind =
 /// The feed-forward network `[b, n, e]` → `[b, n, e]`. With `subLayerNorm` (Magneto), a LayerNorm over
 /// the hidden width runs before the output projection. Dropout is applied by the enclosing block.
 [<Sealed>]
-type FeedForward(name: string, embed: int, hidden: int, kind: FeedForwardKind, subLayerNorm: bool, bias: bool, eps: float)
-    as this =
+type FeedForward
+    (name: string, embed: int, hidden: int, kind: FeedForwardKind, subLayerNorm: bool, bias: bool, eps: float) as this =
     inherit Module<torch.Tensor, torch.Tensor>(name)
 
     let input = Linear(int64 embed, int64 hidden, hasBias = bias)

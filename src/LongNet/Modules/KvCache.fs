@@ -119,9 +119,7 @@ type KvCache(layers: int) =
 module KvCache =
     /// The first position any query at position ≥ `p` can attend to: min over groups of p − p mod w.
     let firstNeeded (config: DilatedConfig) (p: int64) : int64 =
-        config.Groups
-        |> List.map (fun g -> p - p % int64 g.SegmentLength)
-        |> List.min
+        config.Groups |> List.map (fun g -> p - p % int64 g.SegmentLength) |> List.min
 
     /// The positions head `head` (of `heads`) attends to for a query at `p` in group `g` (ascending,
     /// ending at p), or the empty array when the group does not cover p for that head.
@@ -166,7 +164,12 @@ module KvCache =
                                 torch.ScalarType.Float32
 
                         torch.zeros_like q,
-                        torch.full ([| b; int64 heads; 1L |], Double.NegativeInfinity.ToScalar(), dtype = lseType, device = device)
+                        torch.full (
+                            [| b; int64 heads; 1L |],
+                            Double.NegativeInfinity.ToScalar(),
+                            dtype = lseType,
+                            device = device
+                        )
                     else
                         let rows =
                             Array.init (heads * slots) (fun k ->
@@ -181,21 +184,21 @@ module KvCache =
                             torch
                                 .tensor(rows, device = device)
                                 .view(1L, int64 heads, int64 slots, 1L)
-                                .expand (b, int64 heads, int64 slots, d)
+                                .expand(b, int64 heads, int64 slots, d)
 
                         let keyValid =
-                            torch.tensor(valid, device = device).view (1L, int64 heads, int64 slots)
+                            torch.tensor(valid, device = device).view(1L, int64 heads, int64 slots)
 
                         let covered =
-                            torch.tensor(perHead |> Array.map (fun ps -> ps.Length > 0), device = device)
-                                .view (1L, int64 heads, 1L)
+                            torch
+                                .tensor(perHead |> Array.map (fun ps -> ps.Length > 0), device = device)
+                                .view(1L, int64 heads, 1L)
 
                         let k = keys.gather (2L, index)
                         let v = values.gather (2L, index)
                         let out, lse = Attend.attend scale false (Some keyValid) q k v
 
-                        let lse =
-                            torch.where (covered, lse, torch.full_like (lse, Double.NegativeInfinity))
+                        let lse = torch.where (covered, lse, torch.full_like (lse, Double.NegativeInfinity))
 
                         let out = torch.where (covered.unsqueeze -1L, out, torch.zeros_like out)
                         out, lse)

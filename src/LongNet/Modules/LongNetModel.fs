@@ -94,9 +94,7 @@ type LongNetModel(config: ModelConfig) as this =
     let dropout = Dropout(config.Dropout)
 
     let blocks =
-        ModuleList<LongNetBlock>(
-            Array.init config.Layers (fun i -> new LongNetBlock($"layers.{i}", config, dilated))
-        )
+        ModuleList<LongNetBlock>(Array.init config.Layers (fun i -> new LongNetBlock($"layers.{i}", config, dilated)))
 
     let finalNorm = LayerNorm([| e |], config.LayerNormEpsilon)
 

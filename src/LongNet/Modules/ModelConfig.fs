@@ -150,7 +150,10 @@ module ModelConfig =
         let float (x: float) = JsonValue.Create x :> JsonNode
         let bool (x: bool) = JsonValue.Create x :> JsonNode
         let text (x: string) = JsonValue.Create x :> JsonNode
-        let ints (xs: int list) = JsonArray(xs |> List.map int |> Array.ofList) :> JsonNode
+
+        let ints (xs: int list) =
+            JsonArray(xs |> List.map int |> Array.ofList) :> JsonNode
+
         set "vocabSize" (int c.VocabSize)
         set "embedDim" (int c.EmbedDim)
         set "layers" (int c.Layers)
@@ -218,7 +221,10 @@ module ModelConfig =
             let r = JsonFields.Reader(node, section)
             r.RejectUnknown fieldNames
             let big = System.Int32.MaxValue
-            let qualified name = if section = "" then name else $"{section}.{name}"
+
+            let qualified name =
+                if section = "" then name else $"{section}.{name}"
+
             let qualifiedPosition = qualified "position"
             let qualifiedFeedForward = qualified "feedForward"
             let qualifiedArchitecture = qualified "architecture"
@@ -231,7 +237,9 @@ module ModelConfig =
                 | NoPosition -> Rope.defaultRope.Base, Rope.defaultXPos.ScaleBase
 
             let ropeBase = r.Float("ropeBase", ropeBase0, (fun x -> x > 1.0), "a number > 1")
-            let scaleBase = r.Float("xposScaleBase", scaleBase0, (fun x -> x > 0.0), "a number > 0")
+
+            let scaleBase =
+                r.Float("xposScaleBase", scaleBase0, (fun x -> x > 0.0), "a number > 0")
 
             let position =
                 match r.String("position", positionName fallback.Position).ToLowerInvariant() with
@@ -245,9 +253,16 @@ module ModelConfig =
                                 | Rope x -> x.Scaling
                                 | _ -> Unscaled
                         }
-                | "xpos" -> XPos { Base = ropeBase; ScaleBase = scaleBase }
+                | "xpos" ->
+                    XPos
+                        {
+                            Base = ropeBase
+                            ScaleBase = scaleBase
+                        }
                 | other ->
-                    JsonFields.fail qualifiedPosition $"{qualifiedPosition} must be \"none\", \"rope\" or \"xpos\", got \"{other}\"."
+                    JsonFields.fail
+                        qualifiedPosition
+                        $"{qualifiedPosition} must be \"none\", \"rope\" or \"xpos\", got \"{other}\"."
 
             let feedForward =
                 let text = r.String("feedForward", FeedForwardKind.name fallback.FeedForward)
@@ -314,7 +329,11 @@ module ModelConfig =
             validate c
             |> Result.mapError (fun e ->
                 { e with
-                    Parameter = (if section = "" then e.Parameter else $"{section}.{e.Parameter}")
+                    Parameter =
+                        (if section = "" then
+                             e.Parameter
+                         else
+                             $"{section}.{e.Parameter}")
                 }))
 
     /// The fields whose values differ between two configurations, as "field: a vs b" lines.

@@ -92,7 +92,10 @@ module Rope =
     /// Swaps the members of every interleaved pair: `[…, d]` (x₀, x₁, x₂, x₃, …) → (x₁, x₀, x₃, x₂, …).
     let swapPairs (x: torch.Tensor) : torch.Tensor =
         let shape = x.shape
-        let pairs = Array.append shape.[.. shape.Length - 2] [| shape.[shape.Length - 1] / 2L; 2L |]
+
+        let pairs =
+            Array.append shape.[.. shape.Length - 2] [| shape.[shape.Length - 1] / 2L; 2L |]
+
         x.reshape(pairs).flip(-1L).reshape shape
 
     /// Rotation tables for one set of positions, each `[n, d]`: x' = x ⊙ cos + swapPairs(x) ⊙ sin, where
@@ -144,7 +147,15 @@ module Rope =
                     KeySin = sin
                 }
         | XPos settings ->
-            let theta = angles { Base = settings.Base; Scaling = Unscaled } headDim positions
+            let theta =
+                angles
+                    {
+                        Base = settings.Base
+                        Scaling = Unscaled
+                    }
+                    headDim
+                    positions
+
             let zeta = xposZeta headDim
 
             let amplitude sign p i =

@@ -56,7 +56,12 @@ module Corpus =
                     Directory.GetFiles(path, "*", SearchOption.AllDirectories)
                     |> Array.sortWith (fun a b -> String.CompareOrdinal(a, b))
 
-                Ok(files |> Array.choose readFile |> Array.filter (fun t -> t.Length > 0) |> List.ofArray)
+                Ok(
+                    files
+                    |> Array.choose readFile
+                    |> Array.filter (fun t -> t.Length > 0)
+                    |> List.ofArray
+                )
             else
                 Error $"corpus '{path}' does not exist; give a UTF-8 text file or a folder of text files."
         with
@@ -73,7 +78,10 @@ module Corpus =
         let paren = body.IndexOf '('
 
         let name, args =
-            if paren < 0 then body, "" else body.Substring(0, paren), body.Substring paren
+            if paren < 0 then
+                body, ""
+            else
+                body.Substring(0, paren), body.Substring paren
 
         let parts = name.Split '.'
         let keep = if id.StartsWith "T:" || parts.Length < 2 then 1 else 2
@@ -103,7 +111,10 @@ module Corpus =
             line.Clear() |> ignore
 
         let crefText (cref: string) =
-            if String.IsNullOrEmpty cref then "" else shortMemberName cref
+            if String.IsNullOrEmpty cref then
+                ""
+            else
+                shortMemberName cref
 
         while reader.Read() do
             match reader.NodeType with
@@ -113,7 +124,9 @@ module Corpus =
                     inMember <- true
                     current.Clear() |> ignore
                     line.Clear() |> ignore
-                    current.Append(shortMemberName (reader.GetAttribute "name")).Append('\n') |> ignore
+
+                    current.Append(shortMemberName (reader.GetAttribute "name")).Append('\n')
+                    |> ignore
                 | "summary"
                 | "remarks" -> flushLine ()
                 | "param"
@@ -125,7 +138,9 @@ module Corpus =
                     line.Append("Returns: ") |> ignore
                 | "exception" when inMember ->
                     flushLine ()
-                    line.Append("Throws ").Append(crefText (reader.GetAttribute "cref")).Append(": ") |> ignore
+
+                    line.Append("Throws ").Append(crefText (reader.GetAttribute "cref")).Append(": ")
+                    |> ignore
                 | "see"
                 | "seealso" when inMember ->
                     let text =
@@ -135,7 +150,8 @@ module Corpus =
 
                     line.Append(' ').Append(text).Append(' ') |> ignore
                 | "paramref"
-                | "typeparamref" when inMember -> line.Append(' ').Append(reader.GetAttribute "name").Append(' ') |> ignore
+                | "typeparamref" when inMember ->
+                    line.Append(' ').Append(reader.GetAttribute "name").Append(' ') |> ignore
                 | "para"
                 | "p" when inMember -> line.Append(' ') |> ignore
                 | _ -> ()
@@ -235,7 +251,11 @@ module Corpus =
             documents
         else
             let stride = int (ceil (float total / float maxChars))
-            documents |> List.indexed |> List.filter (fun (i, _) -> i % stride = 0) |> List.map snd
+
+            documents
+            |> List.indexed
+            |> List.filter (fun (i, _) -> i % stride = 0)
+            |> List.map snd
 
     /// The text bundled with the library: used when no .NET reference documentation is installed.
     let bundledText () : string =

@@ -44,10 +44,15 @@ type ByteTokenizer() =
         member _.Name = "byte-level (259 ids: 256 bytes, <bos>, <eos>, <pad>)"
         member _.VocabSize = 259
         member _.EndOfText = Some ByteTokenizer.EndOfTextId
-        member _.Encode text = Encoding.UTF8.GetBytes text |> Array.map int
+
+        member _.Encode text =
+            Encoding.UTF8.GetBytes text |> Array.map int
 
         member _.Decode ids =
-            ids |> Array.filter (fun i -> i >= 0 && i < 256) |> Array.map byte |> Encoding.UTF8.GetString
+            ids
+            |> Array.filter (fun i -> i >= 0 && i < 256)
+            |> Array.map byte
+            |> Encoding.UTF8.GetString
 
         member _.Spec = ByteLevel
 

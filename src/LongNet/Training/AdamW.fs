@@ -97,7 +97,7 @@ type AdamW(parameters: (string * Parameter) list, settings: AdamWSettings) =
         if squares.IsEmpty then
             0.0
         else
-            let norm = torch.stack(squares).sum().sqrt().item<float> ()
+            let norm = torch.stack(squares).sum().sqrt().item<float>()
 
             if maxNorm > 0.0 && Double.IsFinite norm && norm > maxNorm then
                 let factor = maxNorm / (norm + 1e-6)
@@ -137,8 +137,8 @@ type AdamW(parameters: (string * Parameter) list, settings: AdamWSettings) =
                 if s.Decay && settings.WeightDecay > 0.0 then
                     target.mul_ ((1.0 - lr * settings.WeightDecay).ToScalar()) |> ignore
 
-                let denominator = (s.Second / correction2).sqrt_().add_ (settings.Epsilon.ToScalar())
-                target.addcdiv_(s.First, denominator, (-lr / correction1).ToScalar()) |> ignore
+                let denominator = (s.Second / correction2).sqrt_().add_(settings.Epsilon.ToScalar())
+                target.addcdiv_ (s.First, denominator, (-lr / correction1).ToScalar()) |> ignore
 
                 match s.Master with
                 | Some m -> s.Parameter.copy_ m |> ignore

@@ -73,7 +73,9 @@ module Checkpoint =
         let full = Path.GetFullPath path
         let folder = Path.GetDirectoryName full
         Directory.CreateDirectory folder |> ignore
-        let temp = Path.Combine(folder, $".{Path.GetFileName full}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp")
+
+        let temp =
+            Path.Combine(folder, $".{Path.GetFileName full}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp")
 
         try
             do
@@ -110,8 +112,7 @@ module Checkpoint =
 
     /// Saves `header` and the named tensors to `path` atomically.
     let save (path: string) (header: CheckpointHeader) (tensors: (string * torch.Tensor) list) : unit =
-        let cpu =
-            tensors |> List.map (fun (name, t) -> name, t.detach().contiguous().cpu ())
+        let cpu = tensors |> List.map (fun (name, t) -> name, t.detach().contiguous().cpu())
 
         try
             let mutable offset = 0L
@@ -157,7 +158,8 @@ module Checkpoint =
                 t.Dispose()
 
     let private corrupt (path: string) (why: string) =
-        Error $"checkpoint '{path}' is damaged or not a LongNet checkpoint ({why}); use another checkpoint or train again."
+        Error
+            $"checkpoint '{path}' is damaged or not a LongNet checkpoint ({why}); use another checkpoint or train again."
 
     /// Loads a checkpoint; errors name the file and what is wrong with it.
     let load (path: string) : Result<LoadedCheckpoint, string> =
@@ -166,7 +168,8 @@ module Checkpoint =
                 let inside = Path.Combine(path, "checkpoint.ckpt")
                 Error $"checkpoint '{path}' is a folder; give the checkpoint file inside it (e.g. '{inside}')."
             else
-                Error $"checkpoint '{path}' does not exist; train one with `longnet train --out DIR` (it writes DIR/checkpoint.ckpt)."
+                Error
+                    $"checkpoint '{path}' does not exist; train one with `longnet train --out DIR` (it writes DIR/checkpoint.ckpt)."
         else
             let bytes =
                 try
@@ -182,13 +185,18 @@ module Checkpoint =
             | Ok bytes ->
                 let body = bytes.Length - 32
 
-                if not (SHA256.HashData(bytes.AsSpan(0, body)).AsSpan().SequenceEqual(ReadOnlySpan(bytes, body, 32))) then
+                if
+                    not (SHA256.HashData(bytes.AsSpan(0, body)).AsSpan().SequenceEqual(ReadOnlySpan(bytes, body, 32)))
+                then
                     corrupt path "checksum mismatch: the file is truncated or altered"
                 else
                     try
                         let headerLength = BitConverter.ToInt32(bytes, magic.Length)
                         let blob = magic.Length + 4 + headerLength
-                        let json = JsonNode.Parse(Encoding.UTF8.GetString(bytes, magic.Length + 4, headerLength))
+
+                        let json =
+                            JsonNode.Parse(Encoding.UTF8.GetString(bytes, magic.Length + 4, headerLength))
+
                         let root = json.AsObject()
 
                         let model =
@@ -216,7 +224,10 @@ module Checkpoint =
                                 [
                                     for entry in root.["tensors"].AsArray() do
                                         let name = entry.["name"].GetValue<string>()
-                                        let shape = entry.["shape"].AsArray() |> Seq.map _.GetValue<int64>() |> Array.ofSeq
+
+                                        let shape =
+                                            entry.["shape"].AsArray() |> Seq.map _.GetValue<int64>() |> Array.ofSeq
+
                                         let offset = entry.["offset"].GetValue<int64>()
                                         let length = entry.["length"].GetValue<int64>()
 
@@ -228,7 +239,7 @@ module Checkpoint =
                                         if int64 blob + offset + length > int64 body then
                                             failwith $"tensor '{name}' lies past the end of the data"
 
-                                        let t = torch.empty(shape, dtype = dtype)
+                                        let t = torch.empty (shape, dtype = dtype)
 
                                         if length <> t.NumberOfElements * int64 t.ElementSize then
                                             t.Dispose()
@@ -269,8 +280,7 @@ module Checkpoint =
                     | None -> $"the checkpoint lacks the weight '{name}'"
                     | Some t when t.shape <> p.shape ->
                         $"the weight '{name}' has shape {String.Join('×', t.shape)} in the checkpoint and {String.Join('×', p.shape)} in the model"
-                    | Some t ->
-                        p.copy_ t |> ignore
+                    | Some t -> p.copy_ t |> ignore
             ]
 
         match problems with
@@ -279,4 +289,6 @@ module Checkpoint =
 
     /// The model's parameters as checkpoint tensors "model.<name>".
     let weights (model: LongNetModel) : (string * torch.Tensor) list =
-        [ for struct (name, p) in model.named_parameters () -> $"model.{name}", p :> torch.Tensor ]
+        [
+            for struct (name, p) in model.named_parameters () -> $"model.{name}", p :> torch.Tensor
+        ]

@@ -31,7 +31,13 @@ module Evaluate =
     /// Mean cross-entropy (nats per token, float32 or float64 accumulation) of `logits` `[b, n, V]` against `targets` `[b, n]`.
     let crossEntropy (logits: torch.Tensor) (targets: torch.Tensor) : torch.Tensor =
         let v = logits.shape.[2]
-        let logits = if logits.dtype = torch.ScalarType.Float64 then logits else logits.to_type torch.ScalarType.Float32
+
+        let logits =
+            if logits.dtype = torch.ScalarType.Float64 then
+                logits
+            else
+                logits.to_type torch.ScalarType.Float32
+
         torch.nn.functional.cross_entropy (logits.reshape (-1L, v), targets.reshape -1L)
 
     /// The number of windows of `length` tokens evaluated from `available` tokens within `maxTokens`.
@@ -40,7 +46,12 @@ module Evaluate =
 
     /// Perplexity of `tokens` at window length `length`, predicting at most about `maxTokens` tokens
     /// (at least one window). Fails when there are fewer than length + 1 tokens.
-    let perplexity (model: LongNetModel) (tokens: int[]) (length: int) (maxTokens: int) : Result<PerplexityResult, string> =
+    let perplexity
+        (model: LongNetModel)
+        (tokens: int[])
+        (length: int)
+        (maxTokens: int)
+        : Result<PerplexityResult, string> =
         if length < 1 then
             Error $"evaluation length must be ≥ 1, got {length}."
         elif length > model.Config.MaxPositions then
@@ -68,11 +79,11 @@ module Evaluate =
                             let w, j = k / (length + 1), k % (length + 1)
                             int64 tokens.[(first + w) * length + j])
 
-                    let batch = torch.tensor(data).view (int64 count, int64 (length + 1))
+                    let batch = torch.tensor(data).view(int64 count, int64 (length + 1))
                     let input = batch.narrow (1L, 0L, int64 length)
                     let target = batch.narrow (1L, 1L, int64 length)
                     let loss = crossEntropy (model.forward input) target
-                    total <- total + loss.to_type(torch.ScalarType.Float64).item<float> () * float count
+                    total <- total + loss.to_type(torch.ScalarType.Float64).item<float>() * float count
             finally
                 if wasTraining then
                     model.train ()

@@ -36,7 +36,8 @@ module Generate =
                 $"the prompt has {prompt.Length} tokens and {settings.MaxNewTokens} more were asked for, past the model's limit of {limit} positions; shorten the prompt or lower --max-new-tokens."
         else
             match prompt |> Array.tryFind (fun t -> t < 0 || t >= model.Config.VocabSize) with
-            | Some t -> Error $"the prompt holds token id {t}, outside the model's vocabulary of {model.Config.VocabSize}."
+            | Some t ->
+                Error $"the prompt holds token id {t}, outside the model's vocabulary of {model.Config.VocabSize}."
             | None -> Sampling.validate settings.Sampling |> Result.map ignore
 
     let private lastLogits (logits: torch.Tensor) =
@@ -65,9 +66,9 @@ module Generate =
 
                 let mutable logits =
                     use scope = torch.NewDisposeScope()
-                    let input = torch.tensor(prompt |> Array.map int64).view (1L, -1L)
+                    let input = torch.tensor(prompt |> Array.map int64).view(1L, -1L)
                     let all = model.Prefill(input, cache)
-                    lastLogits (all.select(0L, 0L).select (0L, int64 prompt.Length - 1L))
+                    lastLogits (all.select(0L, 0L).select(0L, int64 prompt.Length - 1L))
 
                 let mutable stop = false
 
@@ -98,3 +99,42 @@ module Generate =
         : Result<string, string> =
         tokens model (tokenizer.Encode prompt) settings tokenizer.EndOfText rng ignore
         |> Result.map tokenizer.Decode
+
+    /// The largest |difference| between the logits of incremental decoding (prefill of the first
+    /// `prefill` tokens, then one step per token) and the full forward's logits, over every position of
+    /// `tokens` `[n]` — 0 up to rounding when the KV cache is exact.
+    let cacheDeviation (model: LongNetModel) (tokens: int[]) (prefill: int) : float =
+        if prefill < 1 || prefill > tokens.Length then
+            invalidArg "prefill" $"prefill must be in [1, {tokens.Length}], got {prefill}."
+
+        let wasTraining = model.training
+        model.eval ()
+
+        try
+            use _ = torch.no_grad ()
+            use scope = torch.NewDisposeScope()
+            let input = torch.tensor(tokens |> Array.map int64).view(1L, -1L)
+            let full = model.forward input
+            use cache = model.NewCache()
+            let first = model.Prefill(input.narrow (1L, 0L, int64 prefill), cache)
+
+            let mutable worst =
+                (first - full.narrow (1L, 0L, int64 prefill))
+                    .abs()
+                    .max()
+                    .to_type(torch.ScalarType.Float64)
+                    .item<float>()
+
+            for p in prefill .. tokens.Length - 1 do
+                use step = torch.NewDisposeScope()
+                let logits = model.Step(input.select (1L, int64 p), cache)
+
+                let d =
+                    (logits - full.select (1L, int64 p)).abs().max().to_type(torch.ScalarType.Float64).item<float>()
+
+                worst <- max worst d
+
+            worst
+        finally
+            if wasTraining then
+                model.train ()

@@ -109,7 +109,8 @@ module RunConfig =
         }
 
     /// The presets by name.
-    let presets: (string * RunConfig) list = [ "tiny", tiny; "demo", demo; "small", small ]
+    let presets: (string * RunConfig) list =
+        [ "tiny", tiny; "demo", demo; "small", small ]
 
     /// The preset called `name`, or an error listing the known names.
     let preset (name: string) : Result<RunConfig, string> =
@@ -140,7 +141,10 @@ module RunConfig =
                     | "bpe" ->
                         let path (name: string) =
                             match tokenizerNode.String(name, "") with
-                            | "" -> JsonFields.fail $"tokenizer.{name}" $"tokenizer.{name} must name a file for a BPE tokenizer."
+                            | "" ->
+                                JsonFields.fail
+                                    $"tokenizer.{name}"
+                                    $"tokenizer.{name} must name a file for a BPE tokenizer."
                             | p -> Path.GetFullPath(Path.Combine(baseDir, p))
 
                         Ok(BpeFiles(path "vocab", path "merges"))
@@ -201,3 +205,35 @@ module RunConfig =
                     VocabSize = tokenizer.VocabSize
                 }
         }
+
+    /// The differences between a requested configuration and the model and training configuration a
+    /// checkpoint stores, as "section.field: requested vs stored" — empty when the run can resume.
+    /// The vocabulary size (set from the tokenizer) and the total steps (which a resume may change) are
+    /// not compared.
+    let resumeDifferences (requested: RunConfig) (model: ModelConfig) (train: TrainConfig) : string list =
+        let modelDiffs =
+            ModelConfig.differences
+                { requested.Model with
+                    VocabSize = model.VocabSize
+                }
+                model
+            |> List.map (fun d -> "model." + d)
+
+        let a =
+            TrainConfig.toJson
+                { requested.Train with
+                    Steps = train.Steps
+                }
+
+        let b = TrainConfig.toJson train
+
+        let trainDiffs =
+            [
+                for name in TrainConfig.fieldNames do
+                    let x, y = a.[name].ToJsonString(), b.[name].ToJsonString()
+
+                    if x <> y then
+                        $"train.{name}: {x} vs {y}"
+            ]
+
+        modelDiffs @ trainDiffs

@@ -39,12 +39,16 @@ module Sampling =
 
     /// Checks temperature > 0, top-k ≥ 0 and top-p in (0, 1]; errors name the option.
     let validate (s: SamplingSettings) : Result<SamplingSettings, string> =
-        if s.Greedy then Ok s
+        if s.Greedy then
+            Ok s
         elif not (s.Temperature > 0.0 && Double.IsFinite s.Temperature) then
             Error $"--temperature must be a number > 0, got {s.Temperature}."
-        elif s.TopK < 0 then Error $"--top-k must be ≥ 0 (0 = off), got {s.TopK}."
-        elif not (s.TopP > 0.0 && s.TopP <= 1.0) then Error $"--top-p must be in (0, 1], got {s.TopP}."
-        else Ok s
+        elif s.TopK < 0 then
+            Error $"--top-k must be ≥ 0 (0 = off), got {s.TopK}."
+        elif not (s.TopP > 0.0 && s.TopP <= 1.0) then
+            Error $"--top-p must be in (0, 1], got {s.TopP}."
+        else
+            Ok s
 
     /// The index of the largest logit (the first one on ties).
     let argmax (logits: float[]) : int =
@@ -69,13 +73,23 @@ module Sampling =
             Array.copy logits
         else
             let keep = ranking logits |> Array.truncate k |> Set.ofArray
-            logits |> Array.mapi (fun i x -> if keep.Contains i then x else Double.NegativeInfinity)
+
+            logits
+            |> Array.mapi (fun i x -> if keep.Contains i then x else Double.NegativeInfinity)
 
     /// Softmax of logits / temperature (in float64, stable).
     let softmax (temperature: float) (logits: float[]) : float[] =
         let scaled = logits |> Array.map (fun x -> x / temperature)
         let peak = Array.max scaled
-        let e = scaled |> Array.map (fun x -> if Double.IsNegativeInfinity x then 0.0 else Math.Exp(x - peak))
+
+        let e =
+            scaled
+            |> Array.map (fun x ->
+                if Double.IsNegativeInfinity x then
+                    0.0
+                else
+                    Math.Exp(x - peak))
+
         let total = Array.sum e
         e |> Array.map (fun x -> x / total)
 
@@ -96,7 +110,8 @@ module Sampling =
                 mass <- mass + probabilities.[order.[i]]
                 i <- i + 1
 
-            logits |> Array.mapi (fun j x -> if keep.Contains j then x else Double.NegativeInfinity)
+            logits
+            |> Array.mapi (fun j x -> if keep.Contains j then x else Double.NegativeInfinity)
 
     /// Draws an index from probabilities (summing to 1) with one uniform number from `rng`.
     let draw (rng: Rng) (probabilities: float[]) : int =
@@ -124,5 +139,10 @@ module Sampling =
         if settings.Greedy then
             argmax logits
         else
-            let filtered = logits |> Array.map (fun x -> x / settings.Temperature) |> topK settings.TopK |> topP settings.TopP
+            let filtered =
+                logits
+                |> Array.map (fun x -> x / settings.Temperature)
+                |> topK settings.TopK
+                |> topP settings.TopP
+
             draw rng (softmax 1.0 filtered)

@@ -111,26 +111,38 @@ module TrainConfig =
     let validate (c: TrainConfig) : Result<TrainConfig, ConfigError> =
         let error p m = Error { Parameter = p; Message = m }
 
-        if c.Steps < 1 then error "steps" $"steps must be ≥ 1, got {c.Steps}."
-        elif c.BatchSize < 1 then error "batchSize" $"batchSize must be ≥ 1, got {c.BatchSize}."
-        elif c.SeqLen < 1 then error "seqLen" $"seqLen must be ≥ 1, got {c.SeqLen}."
-        elif c.Accumulation < 1 then error "accumulation" $"accumulation must be ≥ 1, got {c.Accumulation}."
+        if c.Steps < 1 then
+            error "steps" $"steps must be ≥ 1, got {c.Steps}."
+        elif c.BatchSize < 1 then
+            error "batchSize" $"batchSize must be ≥ 1, got {c.BatchSize}."
+        elif c.SeqLen < 1 then
+            error "seqLen" $"seqLen must be ≥ 1, got {c.SeqLen}."
+        elif c.Accumulation < 1 then
+            error "accumulation" $"accumulation must be ≥ 1, got {c.Accumulation}."
         elif not (c.LearningRate > 0.0 && c.LearningRate < 1.0) then
             error "learningRate" $"learningRate must be in (0, 1), got {c.LearningRate}."
         elif not (c.MinLearningRateRatio >= 0.0 && c.MinLearningRateRatio <= 1.0) then
             error "minLearningRateRatio" $"minLearningRateRatio must be in [0, 1], got {c.MinLearningRateRatio}."
-        elif c.WarmupSteps < 0 then error "warmupSteps" $"warmupSteps must be ≥ 0, got {c.WarmupSteps}."
+        elif c.WarmupSteps < 0 then
+            error "warmupSteps" $"warmupSteps must be ≥ 0, got {c.WarmupSteps}."
         elif not (c.WeightDecay >= 0.0 && c.WeightDecay < 1.0) then
             error "weightDecay" $"weightDecay must be in [0, 1), got {c.WeightDecay}."
-        elif not (c.Beta1 >= 0.0 && c.Beta1 < 1.0) then error "beta1" $"beta1 must be in [0, 1), got {c.Beta1}."
-        elif not (c.Beta2 >= 0.0 && c.Beta2 < 1.0) then error "beta2" $"beta2 must be in [0, 1), got {c.Beta2}."
-        elif not (c.Epsilon > 0.0) then error "epsilon" $"epsilon must be > 0, got {c.Epsilon}."
-        elif not (c.GradClip >= 0.0) then error "gradClip" $"gradClip must be ≥ 0, got {c.GradClip}."
-        elif c.LogEvery < 1 then error "logEvery" $"logEvery must be ≥ 1, got {c.LogEvery}."
+        elif not (c.Beta1 >= 0.0 && c.Beta1 < 1.0) then
+            error "beta1" $"beta1 must be in [0, 1), got {c.Beta1}."
+        elif not (c.Beta2 >= 0.0 && c.Beta2 < 1.0) then
+            error "beta2" $"beta2 must be in [0, 1), got {c.Beta2}."
+        elif not (c.Epsilon > 0.0) then
+            error "epsilon" $"epsilon must be > 0, got {c.Epsilon}."
+        elif not (c.GradClip >= 0.0) then
+            error "gradClip" $"gradClip must be ≥ 0, got {c.GradClip}."
+        elif c.LogEvery < 1 then
+            error "logEvery" $"logEvery must be ≥ 1, got {c.LogEvery}."
         elif c.CheckpointEvery < 0 then
             error "checkpointEvery" $"checkpointEvery must be ≥ 0, got {c.CheckpointEvery}."
-        elif c.EvalTokens < 1 then error "evalTokens" $"evalTokens must be ≥ 1, got {c.EvalTokens}."
-        else Ok c
+        elif c.EvalTokens < 1 then
+            error "evalTokens" $"evalTokens must be ≥ 1, got {c.EvalTokens}."
+        else
+            Ok c
 
     /// The names of the JSON fields.
     let fieldNames =
@@ -216,7 +228,8 @@ module TrainConfig =
                 Epsilon = r.Float("epsilon", fallback.Epsilon, (fun x -> x > 0.0), "> 0")
                 GradClip = r.Float("gradClip", fallback.GradClip, (fun x -> x >= 0.0), "≥ 0")
                 Precision = precision
-                Seed = int64 (r.Float("seed", float fallback.Seed, (fun x -> floor x = x && abs x < 9e15), "an integer"))
+                Seed =
+                    int64 (r.Float("seed", float fallback.Seed, (fun x -> floor x = x && abs x < 9e15), "an integer"))
                 LogEvery = r.Int("logEvery", fallback.LogEvery, 1, big)
                 CheckpointEvery = r.Int("checkpointEvery", fallback.CheckpointEvery, 0, big)
                 EvalTokens = r.Int("evalTokens", fallback.EvalTokens, 1, big)
@@ -225,5 +238,9 @@ module TrainConfig =
             validate c
             |> Result.mapError (fun e ->
                 { e with
-                    Parameter = (if section = "" then e.Parameter else $"{section}.{e.Parameter}")
+                    Parameter =
+                        (if section = "" then
+                             e.Parameter
+                         else
+                             $"{section}.{e.Parameter}")
                 }))

@@ -46,10 +46,11 @@ type TrainSession
         startTokens: int64,
         startSeconds: float
     ) =
+    let mutable config = config
     let mutable step = startStep
     let mutable tokensSeen = startTokens
     let mutable elapsed = startSeconds
-    let schedule = TrainConfig.schedule config.Train
+    let mutable schedule = TrainConfig.schedule config.Train
 
     static let build (config: RunConfig) =
         Native.ensureLoaded () |> ignore
@@ -59,8 +60,7 @@ type TrainSession
         if config.Train.Precision = Bf16 then
             model.``to`` (torch.ScalarType.BFloat16) |> ignore
 
-        let parameters =
-            [ for struct (name, p) in model.named_parameters () -> name, p ]
+        let parameters = [ for struct (name, p) in model.named_parameters () -> name, p ]
 
         model, new AdamW(parameters, TrainConfig.adamW config.Train)
 
@@ -145,6 +145,26 @@ type TrainSession
     /// The run's configuration (vocabulary resolved).
     member _.Config = config
 
+    /// Changes the run's total steps (the cosine then spans the new total). Allowed only while still in
+    /// warm-up, where no learning rate used so far depends on the total — so the run stays exactly
+    /// reproducible from its saved configuration.
+    member _.SetTotalSteps(total: int) =
+        if total < 1 then
+            invalidArg "total" $"the total number of steps must be ≥ 1, got {total}."
+
+        if step >= config.Train.WarmupSteps then
+            invalidOp $"the total can change only during warm-up (step {step} of {config.Train.WarmupSteps})."
+
+        config <-
+            { config with
+                Train =
+                    { config.Train with
+                        Steps = max total (step + 1)
+                    }
+            }
+
+        schedule <- TrainConfig.schedule config.Train
+
     /// The model being trained.
     member _.Model = model
 
@@ -177,8 +197,10 @@ type TrainSession
         else
             let watch = Stopwatch.StartNew()
             let next = step + 1
+
             let batches =
-                Array.init c.Accumulation (fun _ -> Array.init c.BatchSize (fun _ -> rng.NextInt64(int64 (train.Length - c.SeqLen))))
+                Array.init c.Accumulation (fun _ ->
+                    Array.init c.BatchSize (fun _ -> rng.NextInt64(int64 (train.Length - c.SeqLen))))
 
             torch.manual_seed (rng.NextSeed()) |> ignore
             model.train ()
@@ -193,22 +215,26 @@ type TrainSession
                         let b, j = k / (c.SeqLen + 1), k % (c.SeqLen + 1)
                         int64 train.[int starts.[b] + j])
 
-                let batch = torch.tensor(data).view (int64 c.BatchSize, int64 (c.SeqLen + 1))
+                let batch = torch.tensor(data).view(int64 c.BatchSize, int64 (c.SeqLen + 1))
                 let input = batch.narrow (1L, 0L, int64 c.SeqLen)
                 let target = batch.narrow (1L, 1L, int64 c.SeqLen)
                 let loss = Evaluate.crossEntropy (model.forward input) target
-                (loss / float c.Accumulation).backward ()
-                lossSum <- lossSum + float (loss.item<float32> ())
+                (loss / float c.Accumulation).backward()
+                lossSum <- lossSum + float (loss.item<float32>())
 
             let loss = lossSum / float c.Accumulation
             let norm = optimizer.ClipGradients c.GradClip
 
             if not (Double.IsFinite loss) then
                 optimizer.ZeroGrad()
-                Error $"the training loss became {loss} at step {next}; lower the learning rate (train.learningRate) or use fp32 precision."
+
+                Error
+                    $"the training loss became {loss} at step {next}; lower the learning rate (train.learningRate) or use fp32 precision."
             elif not (Double.IsFinite norm) then
                 optimizer.ZeroGrad()
-                Error $"the gradient norm became {norm} at step {next}; lower the learning rate (train.learningRate) or use fp32 precision."
+
+                Error
+                    $"the gradient norm became {norm} at step {next}; lower the learning rate (train.learningRate) or use fp32 precision."
             else
                 let lr = Schedule.learningRate schedule next
                 optimizer.Step lr
