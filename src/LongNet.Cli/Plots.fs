@@ -17,7 +17,7 @@ let lossCurve (path: string) (steps: float[]) (loss: float[]) (validation: (floa
     plot.Title "LongNet training"
     plot.XLabel "step"
     plot.YLabel "loss (nats per token)"
-    plot.ShowLegend() |> ignore
+    plot.ShowLegend(Alignment.UpperRight) |> ignore
     plot.SavePng(path, 900, 540) |> ignore
 
 /// Plots perplexity against evaluation length (log₂ axis), marking the training length.
@@ -30,10 +30,13 @@ let perplexity (path: string) (trainLength: int) (lengths: int[]) (perplexities:
     mark.LegendText <- $"training length {trainLength}"
     mark.LinePattern <- LinePattern.Dashed
     plot.Axes.Bottom.SetTicks(xs, lengths |> Array.map string)
+    // from 1 (a perfect model) to well above the largest value, so equal values look equal
+    plot.Axes.SetLimitsY(1.0, 1.25 * Array.max perplexities)
+    plot.Axes.SetLimitsX(xs.[0] - 0.5, xs.[xs.Length - 1] + 0.5)
     plot.Title "Perplexity at longer sequences than trained"
     plot.XLabel "sequence length (tokens, log scale)"
     plot.YLabel "perplexity"
-    plot.ShowLegend() |> ignore
+    plot.ShowLegend(Alignment.UpperRight) |> ignore
     plot.SavePng(path, 900, 540) |> ignore
 
 /// Draws a plot, turning a rendering failure (e.g. no native SkiaSharp library on this system) into a

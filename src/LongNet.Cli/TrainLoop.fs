@@ -148,20 +148,25 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
         else
             0.0
 
+    let configuredSteps = session.Config.Train.Steps
+
     let fitToBudget () =
         match options.TimeBudget with
         | Some budget when
             options.FitStepsToBudget
-            && reports.Count = 4
             && session.Step < session.Config.Train.WarmupSteps
+            && (reports.Count = 4 || session.Step = session.Config.Train.WarmupSteps - 1)
             ->
-            // the first step pays one-time costs: estimate from steps 2–4
-            let perStep = (reports |> Seq.skip 1 |> Seq.averageBy _.StepSeconds) * 1.1
+            // after a few steps, and again at the end of warm-up (the last chance to change the total
+            // reproducibly), from the latest steps' pace; the first step pays one-time costs and is left out
+            let recent = reports |> Seq.skip (max 1 (reports.Count - 10)) |> Array.ofSeq
+            let perStep = (recent |> Array.averageBy _.StepSeconds) * 1.1
             let left = budget.TotalSeconds - watch.Elapsed.TotalSeconds
             let affordable = session.Step + int (left / perStep)
+            let total = min configuredSteps affordable
 
-            if affordable < session.Config.Train.Steps then
-                session.SetTotalSteps affordable
+            if total <> session.Config.Train.Steps then
+                session.SetTotalSteps total
         | _ -> ()
 
     let checkpointEvery = session.Config.Train.CheckpointEvery

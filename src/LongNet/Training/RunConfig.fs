@@ -58,7 +58,7 @@ module RunConfig =
         }
 
     /// "demo": e = 128, 3 layers, 4 heads, SwiGLU 352, groups (64,1) (128,2) (256,4), 256-token
-    /// sequences, batch 16, 600 steps at lr 2e-3: a few minutes on two CPU cores.
+    /// sequences, batch 16, up to 1200 steps at lr 2e-3 (`longnet demo` fits the count to its time budget).
     let demo: RunConfig =
         {
             Model =
@@ -72,13 +72,13 @@ module RunConfig =
                 }
             Train =
                 { TrainConfig.defaults with
-                    Steps = 600
+                    Steps = 1200
                     BatchSize = 16
                     SeqLen = 256
                     LearningRate = 2e-3
                     WarmupSteps = 40
                     LogEvery = 10
-                    CheckpointEvery = 200
+                    CheckpointEvery = 100
                     EvalTokens = 8192
                 }
             Tokenizer = ByteTokens
