@@ -15,8 +15,10 @@ let group
     : torch.Tensor * torch.Tensor =
     let heads, n, d = int q.shape.[1], q.shape.[2], int q.shape.[3]
     // A segment longer than the sequence is the sequence itself plus masked padding: clip it.
+    // Keep r as configured even when r > n: head j's offset is j mod r (or its block) for the
+    // configured r, and a head whose offset lands at or past n keeps no position in this group.
     let w = int (min (int64 g.SegmentLength) n)
-    let r = min g.DilationRate w
+    let r = g.DilationRate
     let offsets = Dilate.offsets config.Offsets heads r q.device
     let _, real = Dilate.positions w r n offsets
 
