@@ -45,6 +45,20 @@ let private cudaBias (q: torch.Tensor) (k: torch.Tensor) (mask: torch.Tensor opt
 
 let private unit = lazy (torch.jit.compile source)
 
+// TorchSharp's `invoke` turns a double or bool argument into a temporary Scalar and keeps only its
+// native handle, so the GC may free that Scalar before the native call reads it (seen as random
+// "toLong" failures under GC pressure). Pass Scalars we own and keep them alive across the call.
+let private invokeWith<'T> (name: string) (tensors: obj list) (causal: bool) (scale: float) : 'T =
+    use causalScalar = causal.ToScalar()
+    use scaleScalar = scale.ToScalar()
+
+    let result =
+        unit.Force().invoke<'T>(name, Array.ofList (tensors @ [ box causalScalar; box scaleScalar ]))
+
+    System.GC.KeepAlive causalScalar
+    System.GC.KeepAlive scaleScalar
+    result
+
 /// Whether the fused kernels serve tensors of this dtype on this device.
 let supports (t: torch.Tensor) : bool =
     match t.device_type with
@@ -78,7 +92,7 @@ let forward
     (v: torch.Tensor)
     =
     let struct (out: torch.Tensor, lse: torch.Tensor) =
-        unit.Force().invoke<struct (torch.Tensor * torch.Tensor)>("forward", q, k, v, Option.toObj mask, causal, scale)
+        invokeWith<struct (torch.Tensor * torch.Tensor)> "forward" [ q; k; v; Option.toObj mask ] causal scale
 
     out, lse
 
@@ -96,19 +110,10 @@ let backward
     (lse: torch.Tensor)
     =
     let struct (dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor) =
-        unit
-            .Force()
-            .invoke<struct (torch.Tensor * torch.Tensor * torch.Tensor)>(
-                "backward",
-                g,
-                q,
-                k,
-                v,
-                out,
-                lse,
-                Option.toObj (cudaBias q k mask),
-                causal,
-                scale
-            )
+        invokeWith<struct (torch.Tensor * torch.Tensor * torch.Tensor)>
+            "backward"
+            [ g; q; k; v; out; lse; Option.toObj (cudaBias q k mask) ]
+            causal
+            scale
 
     dq, dk, dv
