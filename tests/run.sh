@@ -67,7 +67,7 @@ for project in tests/*/; do
       record "$name" "$p" "$f"
     elif grep -q '<OutputType>Exe</OutputType>' "$project"/*.??proj; then
       step "$name (Expecto)"
-      dotnet "$project/bin/Release/net10.0/$name.dll" --summary 2>&1 | tee "$results/$name.log" | tail -n 40
+      dotnet "$project/bin/Release/net10.0/$name.dll" --colours 0 --no-spinner 2>&1 | tee "$results/$name.log" | tail -n 40
       line=$(grep -E '[0-9]+ passed, [0-9]+ ignored, [0-9]+ failed, [0-9]+ errored' "$results/$name.log" | tail -n 1)
       if [ -n "$line" ]; then
         p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')

@@ -1,12 +1,82 @@
+/// The `longnet` command: dispatches to the sub-commands, maps errors to exit codes
+/// (0 ok, 2 bad input, 1 failure) and prints errors on stderr as one line.
 module LongNet.Cli.Program
 
-open TorchSharp
+open System
+open LongNet.Cli.Args
+
+let private commands: (string * string * (string list -> int) * string) list =
+    [
+        "attend",
+        "dilated attention on .npy files (cross-checks against other implementations)",
+        Attend.run,
+        Attend.help
+        "plan", "coverage, pairs, FLOPs, memory and path length of a configuration", PlanCommand.run, PlanCommand.help
+        "bench",
+        "time and memory of dilated vs dense attention over a grid of N (JSON, table, plots)",
+        Bench.run,
+        Bench.help
+        "demo", "the main job: a demonstration on an embedded default", Demo.run, Demo.help
+    ]
+
+let private usage () =
+    let lines =
+        commands
+        |> List.map (fun (name, what, _, _) -> $"  {name, -10}{what}")
+        |> String.concat "\n"
+
+    $"""longnet — LongNet dilated attention for .NET
+
+usage: longnet <command> [options]      longnet <command> --help
+
+commands:
+{lines}
+
+exit codes: 0 success, 2 bad input (message on stderr), 1 failure."""
 
 [<EntryPoint>]
-let main _ =
-    let r = LongNet.Native.ensureLoaded ()
-    printfn "%A" r
-    use a = torch.randn(4L, 4L)
-    use b = a.matmul(a)
-    printfn "%A" (b.sum().item<float32>())
-    0
+let main argv =
+    let args = List.ofArray argv
+
+    try
+        match args with
+        | []
+        | [ "--help" ]
+        | [ "-h" ]
+        | [ "help" ] ->
+            printfn "%s" (usage ())
+            0
+        | [ "--version" ] ->
+            let report = LongNet.Native.ensureLoaded ()
+            printfn "longnet %s" (typeof<LongNet.DilatedConfig>.Assembly.GetName().Version.ToString 3)
+            printfn "libtorch: %s" (defaultArg report.TorchLib "(TorchSharp's own search)")
+
+            printfn
+                "bridge:   %s%s"
+                (defaultArg report.LibTorchSharp "(TorchSharp's own search)")
+                (if report.Patched then " (GLIBCXX-weakened copy)" else "")
+
+            0
+        | command :: rest ->
+            match commands |> List.tryFind (fun (name, _, _, _) -> name = command) with
+            | None ->
+                eprintfn
+                    "error: unknown command '%s'. Commands: %s."
+                    command
+                    (commands |> List.map (fun (n, _, _, _) -> n) |> String.concat ", ")
+
+                2
+            | Some(_, _, _, help) when List.contains "--help" rest || List.contains "-h" rest ->
+                printfn "%s" help
+                0
+            | Some(_, _, run, _) -> run rest
+    with
+    | UsageError message ->
+        eprintfn "error: %s" message
+        2
+    | :? ArgumentException as e ->
+        eprintfn "error: %s" e.Message
+        2
+    | e ->
+        eprintfn "failed: %s" (e.GetBaseException().Message)
+        1
