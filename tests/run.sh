@@ -88,6 +88,22 @@ if [ -d examples ] && ls examples/*.fsx >/dev/null 2>&1; then
   record "examples" "$ep" "$ef"
 fi
 
+if [ -f examples/CSharp/LongNet.Examples.CSharp.csproj ]; then
+  step "example (C#: examples/CSharp)"
+  if dotnet run -c Release --no-build --project examples/CSharp >"$results/example-csharp.log" 2>&1; then
+    cat "$results/example-csharp.log"; record "example (C#)" 1 0
+  else tail -n 40 "$results/example-csharp.log"; record "example (C#)" 0 1; fi
+fi
+
+step "packages (dotnet pack, then install into a fresh C# project)"
+bash tests/packaging/check.sh --no-build 2>&1 | tee "$results/packages.log"
+line=$(grep -E '^packages: [0-9]+ passed, [0-9]+ failed' "$results/packages.log" | tail -n 1)
+if [ -n "$line" ]; then
+  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+  f=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
+else p=0; f=1; fi
+record "packages (NuGet)" "$p" "$f"
+
 echo
 cat "$results/summary"
 echo "$passed passed, $failed failed"
