@@ -375,7 +375,7 @@ let runRank (body: MpiCommunicator -> int) : int =
         | e ->
             comm.Abort(
                 1,
-                $"rank {comm.Rank} of {comm.Size} failed: {e.GetType().Name}: {e.Message} Aborting all ranks."
+                $"rank {comm.Rank} of {comm.Size} failed: {e.GetType().Name}: {e.Message} (aborting all ranks)"
             )
 
             1
