@@ -6,11 +6,13 @@
 /// meets its slice, its own kept queries to *all* kept keys of the segment (causal: the keys before its
 /// slice end); the kept keys held by other ranks are the only rows it receives — dilated rows (1/r of a
 /// segment per head), so the volume per rank is about w/r rows per head and group, whatever P is.
-/// Row order of every message: group (config order), segment, head, position — the same on both sides.
+/// Row order of every message: group (config order), segment, head, position — the same on both sides;
+/// a row that several groups need (same head and position) travels once, at its first occurrence.
 /// Notation: n length, P ranks, p this rank, h heads, w segment length, r dilation rate, s segments met
 /// by the slice, m key slots per segment (⌈min(w, n)/r⌉), mq query slots.
 module LongNet.Distributed.ShardPlan
 
+open System.Collections.Generic
 open LongNet
 
 /// Rank `rank`'s slice of `n` positions over `ranks` ranks: (start, length), balanced within one position.
@@ -107,7 +109,8 @@ type Shard =
 let private ceilDiv (a: int64) (b: int64) = (a + b - 1L) / b
 
 /// Rows rank `rank` sends to every rank, in message order, with their counts: for each receiver q ≠ p
-/// (causal: only q > p), for each group, segment met by both slices, head and kept position in p's slice.
+/// (causal: only q > p), for each group, segment met by both slices, head and kept position in p's slice,
+/// each distinct row once.
 let sendRows (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank: int) : int64[] * int[] =
     validate n ranks rank
     let start, length = slice n ranks rank
@@ -118,6 +121,8 @@ let sendRows (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank:
     for dest in 0 .. ranks - 1 do
         if dest <> rank && not (config.Causal && dest < rank) then
             let before = rows.Count
+            // A row two groups need travels once.
+            let seen = HashSet<int64>()
             let dStart, dLength = slice n ranks dest
             let dStop = dStart + dLength
 
@@ -138,7 +143,11 @@ let sendRows (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank:
                         let mutable local = o + r * t
 
                         while local < wc && segmentStart + local < stop do
-                            rows.Add(int64 j * length + (segmentStart + local - start))
+                            let row = int64 j * length + (segmentStart + local - start)
+
+                            if seen.Add row then
+                                rows.Add row
+
                             t <- t + 1L
                             local <- o + r * t
 
@@ -160,6 +169,8 @@ let create (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank: i
     let start, length = slice n ranks rank
     let stop = start + length
     let received = Array.zeroCreate<int> ranks
+    // Per owner: global row (head·n + position) → index in that owner's message (first occurrence).
+    let arrivals = Array.init ranks (fun _ -> Dictionary<int64, int>())
     // Key slots held elsewhere: (array, slot, owner, index within the owner's message), resolved at the end.
     let pending = ResizeArray<int64[] * int * int * int>()
 
@@ -195,9 +206,15 @@ let create (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank: i
                                 queries.[j * s + si].Add position
                             elif not (config.Causal && position >= stop) then
                                 let q = owner n ranks position
+                                let row = int64 j * n + position
                                 keyPosition.[slot] <- position
-                                pending.Add((keySource, slot, q, received.[q]))
-                                received.[q] <- received.[q] + 1
+
+                                match arrivals.[q].TryGetValue row with
+                                | true, index -> pending.Add((keySource, slot, q, index))
+                                | _ ->
+                                    arrivals.[q].[row] <- received.[q]
+                                    pending.Add((keySource, slot, q, received.[q]))
+                                    received.[q] <- received.[q] + 1
 
             let mq = queries |> Array.map (fun l -> l.Count) |> Array.fold max 0
             let queryPosition = Array.create (heads * s * mq) -1L
