@@ -356,7 +356,7 @@ type MpiCommunicator private (rank: int, size: int, timeout: TimeSpan option) =
 /// Runs one rank's main under MPI and returns its exit code: initialises MPI, runs `body`, finalises.
 /// When `body` throws, the rank prints "longnet: rank r of P failed: …" on stderr and aborts every rank
 /// (mpirun then exits non-zero). A `CollectiveException` (an error every rank detects the same way) is
-/// reported by rank 0 only, so the run prints it once.
+/// reported by rank 0 only, so the run prints it once (another rank reports it after 10 s if rank 0 did not).
 let runRank (body: MpiCommunicator -> int) : int =
     let comm = MpiCommunicator.Start()
 
@@ -368,8 +368,10 @@ let runRank (body: MpiCommunicator -> int) : int =
             if comm.Rank = 0 then
                 comm.Abort(1, e.Message)
             else
-                // Rank 0 reports and aborts; wait for the abort (mpirun ends this process).
-                Thread.Sleep(TimeSpan.FromSeconds 30.0)
+                // Rank 0 reports and aborts, and mpirun ends this process; should rank 0 not have seen
+                // the error, report it from here after a grace period.
+                Thread.Sleep(TimeSpan.FromSeconds 10.0)
+                comm.Abort(1, $"rank {comm.Rank} of {comm.Size}: {e.Message}")
 
             1
         | e ->
