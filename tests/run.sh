@@ -59,6 +59,7 @@ trx_counts() {
 
 for project in tests/*/; do
   name=$(basename "$project")
+  [ "$name" = LongNet.MpiTests ] && continue # its own suite below (it launches mpirun)
   if [ -f "$project/$name.fsproj" ] || [ -f "$project/$name.csproj" ]; then
     if grep -q '<IsTestProject>true</IsTestProject>' "$project"/*.??proj; then
       step "$name (xunit)"
@@ -77,6 +78,15 @@ for project in tests/*/; do
     fi
   fi
 done
+
+# Sequence-parallel attention over a real MPI: the driver launches `mpirun --allow-run-as-root
+# --oversubscribe -np 2` and `-np 4` itself, plus the fault scenarios, and ends with "MPI: N passed, M failed".
+step "LongNet.MpiTests (mpirun -np 2 and -np 4, fault scenarios)"
+dotnet tests/LongNet.MpiTests/bin/Release/net10.0/LongNet.MpiTests.dll 2>&1 | tee "$results/mpi.log" | tail -n 40
+line=$(grep -E '^MPI: [0-9]+ passed, [0-9]+ failed' "$results/mpi.log" | tail -n 1)
+if [ -n "$line" ]; then
+  record "LongNet.MpiTests" "$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')" "$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')"
+else record "LongNet.MpiTests" 0 1; fi
 
 if [ -d examples ] && ls examples/*.fsx >/dev/null 2>&1; then
   step "examples (dotnet fsi)"

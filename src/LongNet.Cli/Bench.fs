@@ -19,6 +19,8 @@ let help =
               [--dtype float32|bfloat16|float64] [--device cpu|cuda] [--repeats 3]
               [--batch 1] [--heads 8] [--head-dim 64] [--max-dense-seconds 120]
               [--json PATH] [--plots DIR]
+longnet bench --dist [--ranks 1,2,4,8] [--n 65536] [--segments …] [--rates …] [--heads 8] [--head-dim 64]
+              [--causal] [--json PATH] [--plots DIR]
 
 Times forward (fwd) and forward+backward (fwdbwd) of dilated attention and of dense attention
 (libtorch scaled_dot_product_attention) on the same random inputs: the median of --repeats runs
@@ -27,7 +29,12 @@ cell: seconds, attended pairs, FLOPs on the sparse pairs (fwd 4·pairs·d; fwdbw
 GFLOP/s, that as a fraction of the GEMM rate, the speed-up over dense and the peak memory (CPU: the
 process's peak resident set above the pre-cell baseline; CUDA: not measured). Dense cells expected
 to exceed --max-dense-seconds are skipped. Defaults: N = 2K…128K on CPU (up to 1M on CUDA), batch 1,
-8 heads, head dim 64, float32 on CPU / bfloat16 on CUDA, groups 2048,4096,8192 / 1,2,4 (clipped to N)."""
+8 heads, head dim 64, float32 on CPU / bfloat16 on CUDA, groups 2048,4096,8192 / 1,2,4 (clipped to N).
+
+With --dist: the communication volume of sequence-parallel dilated attention per rank for each P in
+--ranks (default 1,2,4,8), counted on simulated ranks (one process), next to the same segments
+without dilation and an all-gather of every rank's keys and values; a table, JSON and a plot.
+Defaults for --dist: N = 65536, groups 2048,4096,8192,16384,32768 / 1,2,4,8,16."""
 
 /// One measured cell of the grid.
 type Cell =
@@ -203,8 +210,76 @@ let memorySlope (cells: Cell list) : float option =
         let sxx = points |> List.sumBy (fun (x, _) -> (x - mx) ** 2.0)
         if sxx = 0.0 || n < 2.0 then None else Some(sxy / sxx)
 
-/// Runs `longnet bench` and returns the exit code.
-let run (argv: string list) : int =
+/// Runs `longnet bench --dist`: communication per rank as P grows, on simulated ranks.
+let private runDistributed (p: Parsed) : int =
+    let withDefault name value (p: Parsed) =
+        if p.Values.ContainsKey name then
+            p
+        else
+            { p with
+                Values = p.Values.Add(name, value)
+            }
+
+    let p =
+        p
+        |> withDefault "segments" "2048,4096,8192,16384,32768"
+        |> withDefault "rates" "1,2,4,8,16"
+
+    let config =
+        { Attend.configOf p with
+            Causal = has p "causal"
+        }
+
+    let n =
+        optional p "n"
+        |> Option.map (toInt "n" 1L 16_777_216L)
+        |> Option.defaultValue 65536L
+
+    let ranks =
+        optional p "ranks"
+        |> Option.map (toIntList "ranks" 1L 1024L)
+        |> Option.defaultValue [ 1L; 2L; 4L; 8L ]
+
+    let heads =
+        optional p "heads"
+        |> Option.map (toInt "heads" 1L 1024L)
+        |> Option.defaultValue 8L
+
+    let headDim =
+        optional p "head-dim"
+        |> Option.map (toInt "head-dim" 1L 1024L)
+        |> Option.defaultValue 64L
+
+    for r in ranks do
+        if r > n then
+            raise (UsageError $"--ranks: each P must be at most --n = {n}, got {r}.")
+
+    Native.ensureLoaded () |> ignore
+
+    let rows =
+        Distributed.CommunicationVolume.communicationTable config n (int heads) (int headDim) (ranks |> List.map int)
+
+    printfn "%s" (Distributed.CommunicationVolume.toMarkdown rows)
+
+    let json =
+        JsonSerializer.Serialize(rows, JsonSerializerOptions(WriteIndented = true))
+
+    let jsonPath = optional p "json" |> Option.defaultValue "bench-dist.json"
+    writeAtomically jsonPath json
+    printfn "wrote %s" jsonPath
+
+    match optional p "plots" with
+    | Some dir ->
+        Directory.CreateDirectory dir |> ignore
+        let path = Path.Combine(dir, "distributed-communication.png")
+        DistributedPlot.write path $"Communication per rank, N = {n}, {heads} heads, head dim {headDim}" 900 600 rows
+        printfn "wrote %s" path
+    | None -> ()
+
+    0
+
+/// Runs the time and memory grid of `longnet bench`.
+let private runGrid (argv: string list) : int =
     let p =
         parse
             [
@@ -465,3 +540,25 @@ let run (argv: string list) : int =
     | None -> ()
 
     0
+
+/// Runs `longnet bench` (the grid, or the communication table with --dist) and returns the exit code.
+let run (argv: string list) : int =
+    if List.contains "--dist" argv then
+        runDistributed (
+            parse
+                [
+                    "n"
+                    "ranks"
+                    "segments"
+                    "rates"
+                    "offsets"
+                    "heads"
+                    "head-dim"
+                    "json"
+                    "plots"
+                ]
+                [ "dist"; "causal" ]
+                argv
+        )
+    else
+        runGrid argv
