@@ -1,80 +1,90 @@
-/// A small, strict command-line parser: `--name value` options and `--flag` switches, with errors
-/// that name the option and the allowed values (exit code 2).
+/// A strict `--name value` command-line parser: every option must be known, values are required where
+/// declared, repeated options and stray words are errors. Problems raise `UsageError` (exit code 2).
+/// Option names are written with their dashes, e.g. `required p "--corpus"`.
 module LongNet.Cli.Args
 
 open System
 open System.Globalization
 
-/// Bad command-line input: reported on stderr with exit code 2.
+/// A problem with the command line; the message names the option.
 exception UsageError of string
 
-/// Parsed options of one command: values by option name (without dashes) and the switches given.
+/// The options found on a command line.
 type Parsed =
     {
+        /// Options that take a value, by name ("--steps" → "100").
         Values: Map<string, string>
+        /// Switches present (e.g. "--resume").
         Switches: Set<string>
     }
 
-/// Parses `argv` given the option names that take a value and the switch names; rejects anything else.
+let private normalise (name: string) =
+    if name.StartsWith "--" then name else "--" + name
+
+/// Parses `argv` given the names of options that take a value and of switches.
 let parse (valueOptions: string list) (switches: string list) (argv: string list) : Parsed =
-    let rec go (values: Map<string, string>) (flags: Set<string>) args =
+    let valueOptions = valueOptions |> List.map normalise |> Set.ofList
+    let switches = switches |> List.map normalise |> Set.ofList
+
+    let rec go (values: Map<string, string>) (seen: Set<string>) (args: string list) =
         match args with
-        | [] -> { Values = values; Switches = flags }
-        | (a: string) :: rest when a.StartsWith "--" ->
-            let name = a.Substring 2
+        | [] -> { Values = values; Switches = seen }
+        | name :: rest when valueOptions.Contains name ->
+            if values.ContainsKey name then
+                raise (UsageError $"{name} is given more than once.")
 
-            if List.contains name switches then
-                go values (flags.Add name) rest
-            elif List.contains name valueOptions then
-                match rest with
-                | v :: rest' when not (v.StartsWith "--" && v.Length > 2 && Char.IsLetter v.[2]) ->
-                    if values.ContainsKey name then
-                        raise (UsageError $"--{name} is given twice.")
+            match rest with
+            | value :: rest when
+                not (
+                    value.StartsWith "--"
+                    && (valueOptions.Contains value || switches.Contains value)
+                )
+                ->
+                go (values.Add(name, value)) seen rest
+            | _ -> raise (UsageError $"{name} needs a value.")
+        | name :: rest when switches.Contains name ->
+            if seen.Contains name then
+                raise (UsageError $"{name} is given more than once.")
 
-                    go (values.Add(name, v)) flags rest'
-                | _ -> raise (UsageError $"--{name} needs a value.")
-            else
-                let known =
-                    (valueOptions @ switches) |> List.map (sprintf "--%s") |> String.concat ", "
-
-                raise (UsageError $"unknown option {a}; this command takes: {known}.")
-        | a :: _ -> raise (UsageError $"unexpected argument '{a}'; options start with --.")
+            go values (seen.Add name) rest
+        | word :: _ when word.StartsWith "-" ->
+            let known = String.Join(", ", Seq.append valueOptions switches |> Seq.sort)
+            raise (UsageError $"unknown option {word}; known options: {known}.")
+        | word :: _ -> raise (UsageError $"unexpected argument '{word}'; options are written --name value.")
 
     go Map.empty Set.empty argv
 
 /// The value of a required option.
 let required (p: Parsed) (name: string) : string =
-    match p.Values.TryFind name with
+    match p.Values.TryFind(normalise name) with
     | Some v -> v
-    | None -> raise (UsageError $"--{name} is required.")
+    | None -> raise (UsageError $"{normalise name} is required.")
 
 /// The value of an optional option.
-let optional (p: Parsed) (name: string) : string option = p.Values.TryFind name
+let optional (p: Parsed) (name: string) : string option = p.Values.TryFind(normalise name)
 
-/// Whether a switch was given.
-let has (p: Parsed) (name: string) : bool = p.Switches.Contains name
+/// Whether a switch is present.
+let has (p: Parsed) (name: string) : bool = p.Switches.Contains(normalise name)
 
-/// Parses an integer option value within [lo, hi].
+/// An integer option value in [lo, hi].
 let toInt (name: string) (lo: int64) (hi: int64) (text: string) : int64 =
-    match Int64.TryParse(text.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture) with
+    match Int64.TryParse(text.Replace("_", ""), NumberStyles.Integer, CultureInfo.InvariantCulture) with
     | true, v when v >= lo && v <= hi -> v
-    | true, v -> raise (UsageError $"--{name} must be in [{lo}, {hi}], got {v}.")
-    | _ -> raise (UsageError $"--{name} must be an integer, got '{text}'.")
+    | _ -> raise (UsageError $"{normalise name} must be an integer in [{lo}, {hi}], got '{text}'.")
 
-/// Parses a float option value that must be finite and > 0 (when `positive`).
+/// A finite number option value (> 0 when `positive`).
 let toFloat (name: string) (positive: bool) (text: string) : float =
-    match Double.TryParse(text.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture) with
+    match Double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
     | true, v when Double.IsFinite v && (not positive || v > 0.0) -> v
-    | true, v ->
-        let bound = if positive then " > 0" else ""
-        raise (UsageError $"--{name} must be a finite number{bound}, got {v}.")
-    | _ -> raise (UsageError $"--{name} must be a number, got '{text}'.")
+    | _ ->
+        let what = if positive then "a number > 0" else "a number"
+        raise (UsageError $"{normalise name} must be {what}, got '{text}'.")
 
-/// Parses a comma-separated list of integers, each within [lo, hi].
+/// A comma-separated list of integers, each in [lo, hi].
 let toIntList (name: string) (lo: int64) (hi: int64) (text: string) : int64 list =
-    let parts = text.Split(',', StringSplitOptions.TrimEntries)
+    let items = text.Split(',', StringSplitOptions.TrimEntries)
 
-    if parts |> Array.exists String.IsNullOrEmpty then
-        raise (UsageError $"--{name} must be a comma-separated list of integers, got '{text}'.")
+    if items |> Array.exists String.IsNullOrEmpty then
+        raise (UsageError $"{normalise name} must be a comma-separated list of integers, got '{text}'.")
 
-    parts |> Array.map (toInt name lo hi) |> List.ofArray
+    items |> Array.map (toInt name lo hi) |> List.ofArray

@@ -348,11 +348,11 @@ let private runGrid (argv: string list) : int =
 
     let segments = optional p "segments" |> Option.defaultValue "2048,4096,8192"
     let rates = optional p "rates" |> Option.defaultValue "1,2,4"
-    let configArgs = Map [ "segments", segments; "rates", rates ]
+    let configArgs = Map [ "--segments", segments; "--rates", rates ]
 
     let configArgs =
         match optional p "offsets" with
-        | Some o -> configArgs.Add("offsets", o)
+        | Some o -> configArgs.Add("--offsets", o)
         | None -> configArgs
 
     let config =

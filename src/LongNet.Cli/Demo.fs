@@ -1,4 +1,4 @@
-/// `longnet demo`: the main job on an embedded default — dilated attention checked against the dense
+/// `longnet attention-demo`: a showcase on an embedded default — dilated attention checked against the dense
 /// oracle, then run on a long sequence with its plan (coverage, pairs, FLOPs, path length) and timing.
 module LongNet.Cli.Demo
 
@@ -9,13 +9,13 @@ open LongNet.Cli.Args
 
 /// The command's help text.
 let help =
-    """longnet demo [--n N] [--seed S]
+    """longnet attention-demo [--n N] [--seed S]
 
 Runs the embedded demonstration: (1) dilated attention with one group (w ≥ N, r = 1) equals dense
 attention; (2) the default groups (2048,4096,8192 / 1,2,4) on N tokens (default 16384), 8 heads,
 head dim 64, float32: time, attended pairs versus dense, and the attention graph's diameter."""
 
-/// Runs `longnet demo` and returns the exit code.
+/// Runs `longnet attention-demo` and returns the exit code.
 let run (argv: string list) : int =
     let p = parse [ "n"; "seed" ] [] argv
 

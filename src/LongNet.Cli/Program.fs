@@ -16,13 +16,17 @@ let private commands: (string * string * (string list -> int) * string) list =
         "time and memory of dilated vs dense attention over a grid of N (JSON, table, plots)",
         Bench.run,
         Bench.help
-        "demo", "the main job: a demonstration on an embedded default", Demo.run, Demo.help
+        "train", "train a LongNet language model on a corpus", Train.run, Train.help
+        "eval", "perplexity of a checkpoint at several sequence lengths", Evaluate.run, Evaluate.help
+        "generate", "continue a prompt with a checkpoint (KV-cache decoding)", Generate.run, Generate.help
+        "demo", "the main job: train, evaluate and sample a small LongNet in minutes", ModelDemo.run, ModelDemo.help
+        "attention-demo", "dilated attention against dense attention, its plan and speed", Demo.run, Demo.help
     ]
 
 let private usage () =
     let lines =
         commands
-        |> List.map (fun (name, what, _, _) -> $"  {name, -10}{what}")
+        |> List.map (fun (name, what, _, _) -> $"  {name, -16}{what}")
         |> String.concat "\n"
 
     $"""longnet — LongNet dilated attention for .NET

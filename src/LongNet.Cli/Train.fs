@@ -1,0 +1,226 @@
+/// `longnet train`: trains a LongNet language model on a corpus, with a progress bar, logs and
+/// atomic checkpoints in `--out`; `--resume` continues the run stored there with the same losses an
+/// uninterrupted run would have had.
+module LongNet.Cli.Train
+
+open System
+open System.IO
+open LongNet
+open LongNet.Modules
+open LongNet.Text
+open LongNet.Training
+open LongNet.Cli.Errors
+
+/// Usage text.
+let help =
+    """longnet train --corpus PATH (--config PATH | --preset NAME) --out DIR [--resume] [--steps N] [--seq-len N] [--seed S]
+
+Trains a LongNet language model (a Transformer whose attention is dilated attention).
+
+  --corpus PATH     a UTF-8 text file, or a folder of them (read recursively)
+  --config PATH     a JSON run configuration: { "preset", "model", "train", "tokenizer" } (all optional)
+  --preset NAME     a built-in configuration instead of --config: tiny, demo, small
+  --out DIR         the run folder: checkpoint.ckpt, config.json, train_log.csv, validation_log.csv
+  --resume          continue the run in DIR (same corpus; --config/--preset, if given, must match it)
+  --steps N         total optimizer steps of the run (overrides the configuration; may extend a resumed run)
+  --seq-len N       training sequence length (overrides the configuration; not when resuming)
+  --seed S          seed of initialisation, batches and dropout (not when resuming)
+
+Ctrl+C stops after the current step and saves. Exit codes: 0 done, 2 bad command line, 1 failure."""
+
+let private valueOptions =
+    [
+        "--corpus"
+        "--config"
+        "--preset"
+        "--out"
+        "--steps"
+        "--seq-len"
+        "--seed"
+    ]
+
+let private switches = [ "--resume"; "--help" ]
+
+/// Reads the run configuration named by --config or --preset (or None when neither is given).
+let configFrom (p: Args.Parsed) : RunConfig option =
+    match Args.optional p "--config", Args.optional p "--preset" with
+    | Some _, Some _ -> raise (Args.UsageError "give either --config or --preset, not both.")
+    | Some path, None -> Some(RunConfig.load path |> orFail)
+    | None, Some name ->
+        match RunConfig.preset name with
+        | Ok c -> Some c
+        | Error e -> raise (Args.UsageError e)
+    | None, None -> None
+
+/// Applies --steps, --seq-len and --seed to a configuration.
+let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
+    let steps =
+        Args.optional p "--steps"
+        |> Option.map (Args.toInt "--steps" 1L 100_000_000L >> int)
+
+    let seqLen =
+        Args.optional p "--seq-len"
+        |> Option.map (Args.toInt "--seq-len" 1L 100_000_000L >> int)
+
+    let seed =
+        Args.optional p "--seed" |> Option.map (Args.toInt "--seed" 0L Int64.MaxValue)
+
+    { c with
+        Train =
+            { c.Train with
+                Steps = defaultArg steps c.Train.Steps
+                SeqLen = defaultArg seqLen c.Train.SeqLen
+                Seed = defaultArg seed c.Train.Seed
+            }
+    }
+
+/// Prints what a run is about to do.
+let describe (session: TrainSession) (corpus: Corpus) =
+    let c = session.Config
+    let m = c.Model
+
+    let groups =
+        String.Join(" ", List.map2 (fun w r -> $"({w},{r})") m.SegmentLengths m.DilationRates)
+
+    printfn
+        "model: %d layers, embed %d, %d heads, %s %d, groups %s, %s; %s parameters"
+        m.Layers
+        m.EmbedDim
+        m.Heads
+        (FeedForwardKind.name m.FeedForward)
+        m.FeedForwardDim
+        groups
+        (match m.Position with
+         | Rope _ -> "RoPE"
+         | XPos _ -> "xPos"
+         | NoPosition -> "no positions")
+        (session.Model.ParameterCount.ToString("N0"))
+
+    printfn
+        "data: %s — %s training and %s validation tokens (%s)"
+        corpus.Description
+        (corpus.Train.Length.ToString("N0"))
+        (corpus.Validation.Length.ToString("N0"))
+        session.Tokenizer.Name
+
+    printfn
+        "training: %d steps × %d × %d tokens (accumulation %d), lr %g, warm-up %d, %s, seed %d"
+        c.Train.Steps
+        c.Train.BatchSize
+        c.Train.SeqLen
+        c.Train.Accumulation
+        c.Train.LearningRate
+        c.Train.WarmupSteps
+        (Precision.name c.Train.Precision)
+        c.Train.Seed
+
+/// Checks that a resumed run's requested configuration matches the checkpoint's.
+let private checkResumable (p: Args.Parsed) (requested: RunConfig option) (header: CheckpointHeader) =
+    if
+        Args.optional p "--seq-len"
+        |> Option.exists (fun s -> Args.toInt "--seq-len" 1L Int64.MaxValue s <> int64 header.Train.SeqLen)
+    then
+        fail
+            $"--seq-len cannot change when resuming (the run uses {header.Train.SeqLen}); start a new run in another --out."
+
+    if
+        Args.optional p "--seed"
+        |> Option.exists (fun s -> Args.toInt "--seed" 0L Int64.MaxValue s <> header.Train.Seed)
+    then
+        fail $"--seed cannot change when resuming (the run uses {header.Train.Seed}); start a new run in another --out."
+
+    match requested with
+    | None -> ()
+    | Some c ->
+        match RunConfig.resumeDifferences c header.Model header.Train with
+        | [] -> ()
+        | diffs ->
+            let list = String.Join("; ", diffs)
+
+            fail
+                $"the configuration does not match the checkpoint's (given vs stored: {list}); resume without --config/--preset, or start a new run in another --out."
+
+/// Runs `longnet train`.
+let run (argv: string list) : int =
+    Errors.guard "train" (fun () ->
+        let p = Args.parse valueOptions switches argv
+
+        if Args.has p "--help" then
+            printfn "%s" help
+            0
+        else
+            let corpusPath = Args.required p "--corpus"
+            let outDir = Args.required p "--out"
+            let requested = configFrom p
+            let resume = Args.has p "--resume"
+
+            if not resume && requested.IsNone then
+                raise (Args.UsageError "give --config PATH or --preset NAME (tiny, demo, small).")
+
+            Native.ensureLoaded () |> ignore
+            let checkpoint = TrainLoop.checkpointPath outDir
+
+            let session =
+                if resume then
+                    let loaded = Checkpoint.load checkpoint |> orFail
+                    checkResumable p requested loaded.Header
+
+                    let steps =
+                        Args.optional p "--steps"
+                        |> Option.map (Args.toInt "--steps" 1L 100_000_000L >> int)
+
+                    let session = TrainSession.Resume(loaded, steps)
+
+                    for KeyValue(_, t) in loaded.Tensors do
+                        t.Dispose()
+
+                    let session = orFail session
+                    printfn "resuming %s at step %d of %d" checkpoint session.Step session.Config.Train.Steps
+                    session
+                else
+                    if File.Exists checkpoint then
+                        fail
+                            $"'{outDir}' already holds a checkpoint; pass --resume to continue it, or choose another --out."
+
+                    let config = overrides p requested.Value
+                    let tokenizer = RunConfig.tokenizer config |> orFail
+                    TrainSession.Create(config, tokenizer) |> orFail
+
+            use session = session
+            let corpus = Loading.loadCorpus session.Tokenizer corpusPath
+            Directory.CreateDirectory outDir |> ignore
+
+            if not resume then
+                Loading.writeConfig outDir session.Config
+
+            describe session corpus
+
+            let outcome =
+                TrainLoop.run
+                    session
+                    corpus
+                    {
+                        OutDir = outDir
+                        TimeBudget = None
+                        FitStepsToBudget = false
+                    }
+
+            match List.tryLast outcome.Reports, List.tryLast outcome.Validation with
+            | Some last, validation ->
+                let rate =
+                    float (outcome.Reports |> List.sumBy _.Tokens)
+                    / (outcome.Reports |> List.sumBy _.StepSeconds)
+
+                printfn
+                    "%s at step %d: loss %.4f%s, %.0f tokens/s; checkpoint %s"
+                    (if outcome.Interrupted then "stopped" else "done")
+                    last.Step
+                    last.Loss
+                    (match validation with
+                     | Some(_, v) -> $", validation loss {v:F4} (perplexity {exp v:F2})"
+                     | None -> "")
+                    rate
+                    checkpoint
+            | None, _ -> printfn "no steps run; checkpoint %s unchanged" checkpoint
+
+            0)

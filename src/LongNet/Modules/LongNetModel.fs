@@ -1,0 +1,254 @@
+/// The LongNet language model (seed 000 §4): token embedding, N pre-LN blocks of multi-head dilated
+/// attention and a feed-forward network, a final LayerNorm and an output head tied to the embedding.
+/// The decoder is causal and decodes incrementally with an exact KV cache; the encoder is non-causal.
+/// Notation: b batch, n positions, e embedding width, V vocabulary size.
+namespace LongNet.Modules
+
+open System
+open TorchSharp
+open TorchSharp.Modules
+open type TorchSharp.torch.nn
+open LongNet
+
+/// One pre-LN block: x + attn(LN(x)), then x + drop(ffn(LN(x))).
+[<Sealed>]
+type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as this =
+    inherit Module<torch.Tensor, torch.Tensor>(name)
+
+    let e = int64 config.EmbedDim
+    let attentionNorm = LayerNorm([| e |], config.LayerNormEpsilon)
+
+    let attention =
+        new MultiheadDilatedAttention("self_attn", ModelConfig.attention config dilated)
+
+    let feedForwardNorm = LayerNorm([| e |], config.LayerNormEpsilon)
+
+    let feedForward =
+        new FeedForward(
+            "ffn",
+            config.EmbedDim,
+            config.FeedForwardDim,
+            config.FeedForward,
+            config.SubLayerNorm,
+            config.Bias,
+            config.LayerNormEpsilon
+        )
+
+    let dropout = Dropout(config.Dropout)
+
+    do
+        this.register_module ("self_attn_layer_norm", attentionNorm)
+        this.register_module ("self_attn", attention)
+        this.register_module ("final_layer_norm", feedForwardNorm)
+        this.register_module ("ffn", feedForward)
+        this.register_module ("dropout", dropout)
+
+    let feedForwardPart (x: torch.Tensor) =
+        x + dropout.forward (feedForward.forward (feedForwardNorm.forward x))
+
+    /// The block's attention layer.
+    member _.Attention = attention
+
+    /// The block's feed-forward network.
+    member _.FeedForward = feedForward
+
+    /// `[b, n, e]` at positions 0 … n−1 with position `tables`; resets `cache` when given.
+    member _.Forward(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache option) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        let x = x + attention.Forward(attentionNorm.forward x, tables, cache)
+        (feedForwardPart x).MoveToOuterDisposeScope()
+
+    /// One decoding step `[b, 1, e]` → `[b, 1, e]` at position `cache.Next`.
+    member _.Step(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        let x = x + attention.Step(attentionNorm.forward x, tables, cache)
+        (feedForwardPart x).MoveToOuterDisposeScope()
+
+    /// `[b, n, e]` → `[b, n, e]` at positions 0 … n−1.
+    override b.forward(x: torch.Tensor) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+
+        let tables =
+            Rope.tables config.Position attention.HeadDim (Array.init (int x.shape.[1]) int64) x.dtype x.device
+
+        b.Forward(x, tables, None).MoveToOuterDisposeScope()
+
+/// The LongNet model: token ids `[b, n]` (int64) → logits `[b, n, V]`. Build it after
+/// `torch.manual_seed` for a reproducible initialisation.
+[<Sealed>]
+type LongNetModel(config: ModelConfig) as this =
+    inherit Module<torch.Tensor, torch.Tensor>("longnet")
+
+    let config =
+        match ModelConfig.validate config with
+        | Ok c -> c
+        | Error e -> e.Raise()
+
+    let dilated =
+        match ModelConfig.dilated config with
+        | Ok d -> d
+        | Error e -> e.Raise()
+
+    let e = int64 config.EmbedDim
+    let embedding = Embedding(int64 config.VocabSize, e)
+    let dropout = Dropout(config.Dropout)
+
+    let blocks =
+        ModuleList<LongNetBlock>(Array.init config.Layers (fun i -> new LongNetBlock($"layers.{i}", config, dilated)))
+
+    let finalNorm = LayerNorm([| e |], config.LayerNormEpsilon)
+
+    let head =
+        if config.TiedEmbeddings then
+            None
+        else
+            Some(Linear(e, int64 config.VocabSize, hasBias = false))
+
+    let headDim = config.EmbedDim / config.Heads
+
+    do
+        this.register_module ("embed_tokens", embedding)
+        this.register_module ("dropout", dropout)
+        this.register_module ("layers", blocks)
+        this.register_module ("layer_norm", finalNorm)
+        head |> Option.iter (fun h -> this.register_module ("output_projection", h))
+
+        // Initialisation: N(0, 0.02) for embeddings and projections, zero biases; the residual output
+        // projections scaled by 1/sqrt(2·layers) (GPT-2). With sub-LN, Magneto's gain sqrt(log(2·layers))
+        // on v, out and the feed-forward projections (xavier-normal), as torchscale does.
+        use _ = torch.no_grad ()
+        let std = 0.02
+        let residualStd = std / sqrt (2.0 * float config.Layers)
+        let magneto = sqrt (log (2.0 * float config.Layers))
+
+        let normal (l: Linear) (s: float) =
+            init.normal_ (l.weight, 0.0, s) |> ignore
+
+            if not (isNull l.bias) then
+                init.zeros_ l.bias |> ignore
+
+        let xavier (l: Linear) =
+            init.xavier_normal_ (l.weight, magneto) |> ignore
+
+            if not (isNull l.bias) then
+                init.zeros_ l.bias |> ignore
+
+        init.normal_ (embedding.weight, 0.0, std) |> ignore
+        head |> Option.iter (fun h -> normal h std)
+
+        for block in blocks do
+            match block.Attention.Projections with
+            | [ q; k; v; o ] ->
+                normal q std
+                normal k std
+
+                if config.SubLayerNorm then
+                    xavier v
+                    xavier o
+                else
+                    normal v std
+                    normal o residualStd
+            | _ -> ()
+
+            for l in block.FeedForward.InputProjections do
+                if config.SubLayerNorm then xavier l else normal l std
+
+            if config.SubLayerNorm then
+                xavier block.FeedForward.OutputProjection
+            else
+                normal block.FeedForward.OutputProjection residualStd
+
+    let checkTokens (tokens: torch.Tensor) =
+        if tokens.Dimensions <> 2L then
+            raise (ArgumentException($"tokens must be 2-D [batch, seq]; got {tokens.Dimensions}-D.", "tokens"))
+
+        if tokens.shape.[1] < 1L then
+            raise (ArgumentException("tokens must hold at least one position.", "tokens"))
+
+        if tokens.shape.[1] > int64 config.MaxPositions then
+            raise (
+                ArgumentException(
+                    $"the sequence has {tokens.shape.[1]} tokens, more than the model's maxPositions {config.MaxPositions}.",
+                    "tokens"
+                )
+            )
+
+    let project (hidden: torch.Tensor) =
+        match head with
+        | Some h -> h.forward hidden
+        | None -> functional.linear (hidden, embedding.weight)
+
+    /// The validated configuration.
+    member _.Config = config
+
+    /// The dilated-attention configuration shared by every block.
+    member _.Dilated = dilated
+
+    /// The number of trainable parameters (tied weights counted once).
+    member m.ParameterCount: int64 = m.parameters () |> Seq.sumBy _.numel()
+
+    /// The transformer's output `[b, n, e]` after the final LayerNorm, at positions 0 … n−1 (the
+    /// encoder's representation). When `cache` is given (decoder), it is reset to continue at position n.
+    member _.Hidden(tokens: torch.Tensor, cache: KvCache option) : torch.Tensor =
+        checkTokens tokens
+
+        match cache with
+        | Some c when c.Layers <> config.Layers ->
+            invalidArg "cache" $"the cache has {c.Layers} layers; the model has {config.Layers}."
+        | Some _ when config.Architecture = Encoder ->
+            invalidOp "a KV cache needs a decoder; this model is an encoder (non-causal)."
+        | _ -> ()
+
+        use scope = torch.NewDisposeScope()
+        let n = tokens.shape.[1]
+        let x = dropout.forward (embedding.forward tokens)
+
+        let tables =
+            Rope.tables config.Position headDim (Array.init (int n) int64) x.dtype x.device
+
+        let mutable x = x
+
+        for i in 0 .. config.Layers - 1 do
+            x <- blocks.[i].Forward(x, tables, cache |> Option.map _.Layer(i))
+
+        cache |> Option.iter (fun c -> c.Position <- n)
+        (finalNorm.forward x).MoveToOuterDisposeScope()
+
+    /// Logits `[b, n, V]` for every position of `tokens` `[b, n]`.
+    override m.forward(tokens: torch.Tensor) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        (project (m.Hidden(tokens, None))).MoveToOuterDisposeScope()
+
+    /// A fresh, empty KV cache for this model.
+    member _.NewCache() : KvCache = new KvCache(config.Layers)
+
+    /// Runs the prompt `tokens` `[b, n]` through the model, fills `cache` for decoding from position n
+    /// and returns the logits `[b, n, V]`.
+    member m.Prefill(tokens: torch.Tensor, cache: KvCache) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        (project (m.Hidden(tokens, Some cache))).MoveToOuterDisposeScope()
+
+    /// Decodes one token per batch item, `tokens` `[b]`, at position `cache.Position`; returns the
+    /// logits `[b, V]` — equal to the full forward's logits at that position — and advances the cache.
+    member _.Step(tokens: torch.Tensor, cache: KvCache) : torch.Tensor =
+        if config.Architecture = Encoder then
+            invalidOp "incremental decoding needs a decoder; this model is an encoder (non-causal)."
+
+        if cache.Layers <> config.Layers then
+            invalidArg "cache" $"the cache has {cache.Layers} layers; the model has {config.Layers}."
+
+        let p = cache.Position
+
+        if p >= int64 config.MaxPositions then
+            invalidOp $"position {p} is past the model's maxPositions {config.MaxPositions}."
+
+        use scope = torch.NewDisposeScope()
+        let x = dropout.forward (embedding.forward (tokens.reshape (-1L, 1L)))
+        let tables = Rope.tables config.Position headDim [| p |] x.dtype x.device
+        let mutable x = x
+
+        for i in 0 .. config.Layers - 1 do
+            x <- blocks.[i].Step(x, tables, cache.Layer i)
+
+        cache.Position <- p + 1L
+        (project (finalNorm.forward x)).squeeze(1L).MoveToOuterDisposeScope()

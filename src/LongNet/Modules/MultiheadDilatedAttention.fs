@@ -1,0 +1,206 @@
+/// Multi-head dilated attention on `[batch, seq, embed]`: q/k/v/out projections, optional RoPE or xPos,
+/// optional sub-LN (Magneto: a LayerNorm before the output projection), dropout on the output.
+/// A drop-in for `torch.nn.MultiheadAttention(batch_first = true)` self-attention with the softmax
+/// replaced by `DilatedAttention`; also decodes one token at a time against a `LayerCache`.
+/// Notation: b batch, n positions, e embedding width, h heads, d = e / h head width.
+namespace LongNet.Modules
+
+open System
+open TorchSharp
+open TorchSharp.Modules
+open type TorchSharp.torch.nn
+open LongNet
+
+/// Settings of one multi-head dilated attention layer.
+type AttentionSettings =
+    {
+        /// The embedding width e (a multiple of `Heads`).
+        Embed: int
+        /// The number of heads h.
+        Heads: int
+        /// Groups, head offsets, causality and scale of the dilated attention.
+        Dilated: DilatedConfig
+        /// Relative positions applied to queries and keys.
+        Position: PositionEncoding
+        /// Magneto's sub-LN: a LayerNorm over the attention output before the output projection.
+        SubLayerNorm: bool
+        /// Dropout probability on the layer's output (training only).
+        Dropout: float
+        /// Whether the projections have biases.
+        Bias: bool
+        /// ε of the sub-LN.
+        LayerNormEpsilon: float
+    }
+
+/// Validation of `AttentionSettings`.
+module AttentionSettings =
+    /// Checks the widths, heads and dropout; errors name the field.
+    let validate (s: AttentionSettings) : Result<AttentionSettings, ConfigError> =
+        let error p m = Error { Parameter = p; Message = m }
+
+        if s.Embed < 1 then
+            error "embedDim" $"embedDim must be ≥ 1, got {s.Embed}."
+        elif s.Heads < 1 then
+            error "heads" $"heads must be ≥ 1, got {s.Heads}."
+        elif s.Embed % s.Heads <> 0 then
+            error "heads" $"embedDim ({s.Embed}) must be a multiple of heads ({s.Heads})."
+        elif not (s.Dropout >= 0.0 && s.Dropout < 1.0) then
+            error "dropout" $"dropout must be in [0, 1), got {s.Dropout}."
+        else
+            match s.Position with
+            | NoPosition -> Ok s
+            | Rope _
+            | XPos _ when (s.Embed / s.Heads) % 2 <> 0 ->
+                error
+                    "position"
+                    $"rotary positions need an even head width; embedDim / heads = {s.Embed / s.Heads}. Change embedDim or heads, or use position \"none\"."
+            | Rope r when not (r.Base > 1.0) -> error "ropeBase" $"ropeBase must be > 1, got {r.Base}."
+            | XPos x when not (x.Base > 1.0) -> error "ropeBase" $"ropeBase must be > 1, got {x.Base}."
+            | XPos x when not (x.ScaleBase > 0.0) ->
+                error "xposScaleBase" $"xposScaleBase must be > 0, got {x.ScaleBase}."
+            | _ -> Ok s
+
+/// Multi-head dilated self-attention `[b, n, e]` → `[b, n, e]`.
+[<Sealed>]
+type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as this =
+    inherit Module<torch.Tensor, torch.Tensor>(name)
+
+    let settings =
+        match AttentionSettings.validate settings with
+        | Ok s -> s
+        | Error e -> e.Raise()
+
+    let e = int64 settings.Embed
+    let h = int64 settings.Heads
+    let d = e / h
+    let query = Linear(e, e, hasBias = settings.Bias)
+    let key = Linear(e, e, hasBias = settings.Bias)
+    let value = Linear(e, e, hasBias = settings.Bias)
+    let output = Linear(e, e, hasBias = settings.Bias)
+    let dropout = Dropout(settings.Dropout)
+
+    let subLayerNorm =
+        if settings.SubLayerNorm then
+            Some(LayerNorm([| e |], settings.LayerNormEpsilon))
+        else
+            None
+
+    do
+        this.register_module ("q_proj", query)
+        this.register_module ("k_proj", key)
+        this.register_module ("v_proj", value)
+        this.register_module ("out_proj", output)
+        this.register_module ("dropout", dropout)
+        subLayerNorm |> Option.iter (fun m -> this.register_module ("inner_attn_ln", m))
+
+    // Which implementation of dilated attention runs. With gradients: the explicit path (score
+    // matrices, autograd). Without: libtorch's fused kernels where they serve the dtype/device. The
+    // fused path's autograd node (`FusedDilated.apply`, a TorchSharp custom function) crashes the
+    // process when a garbage collection runs during the call (reproduced: a thread calling GC.Collect
+    // beside `FusedDilated.apply` segfaults; `forwardNoGrad` and the explicit path do not), and a
+    // progress bar's render thread makes that likely during training; so training avoids it.
+    let dilatedAttention (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
+        let needsGrad =
+            torch.is_grad_enabled ()
+            && (q.requires_grad || k.requires_grad || v.requires_grad)
+
+        if not needsGrad && Kernels.supports q then
+            let out, lse = FusedDilated.forwardNoGrad settings.Dilated q k v
+            lse.Dispose()
+            out
+        else
+            let out, lse =
+                DilatedAttention.forwardUsing DilatedAttention.Explicit false settings.Dilated q k v
+
+            lse.Dispose()
+            out
+
+    let splitHeads (x: torch.Tensor) =
+        // [b, n, e] → [b, h, n, d]
+        x.view(x.shape.[0], x.shape.[1], h, d).transpose(1L, 2L)
+
+    let finish (attended: torch.Tensor) =
+        // [b, h, n, d] → [b, n, e] → sub-LN → out projection → dropout
+        let b, n = attended.shape.[0], attended.shape.[2]
+        let merged = attended.transpose(1L, 2L).reshape(b, n, e)
+
+        let merged =
+            match subLayerNorm with
+            | Some m -> m.forward merged
+            | None -> merged
+
+        dropout.forward (output.forward merged)
+
+    /// The settings this layer was built with.
+    member _.Settings = settings
+
+    /// The width of one head, e / h.
+    member _.HeadDim = int d
+
+    /// The query, key, value and output projections (for initialisation), in that order.
+    member _.Projections: Linear list = [ query; key; value; output ]
+
+    /// Self-attention over `[b, n, e]` at positions 0 … n−1 using precomputed position `tables`
+    /// (see `Rope.tables`; `None` for no positions). When `cache` is given it is reset to hold the keys
+    /// and values that later decoding steps (positions ≥ n) need.
+    member _.Forward(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache option) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        let n = x.shape.[1]
+
+        let q, k =
+            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+
+        let v = splitHeads (value.forward x)
+
+        match cache with
+        | Some c ->
+            let first = KvCache.firstNeeded settings.Dilated n
+            c.Reset(first, k.narrow (2L, first, n - first), v.narrow (2L, first, n - first))
+        | None -> ()
+
+        let attended = dilatedAttention q k v
+        (finish attended).MoveToOuterDisposeScope()
+
+    /// Drop-in multi-head attention: `query`, `key`, `value` `[b, n, e]` (one length n) at positions
+    /// 0 … n−1 → `[b, n, e]`.
+    member m.Forward(queryInput: torch.Tensor, keyInput: torch.Tensor, valueInput: torch.Tensor) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        let n = queryInput.shape.[1]
+
+        let tables =
+            Rope.tables settings.Position (int d) (Array.init (int n) int64) queryInput.dtype queryInput.device
+
+        let q, k =
+            Rope.apply tables (splitHeads (query.forward queryInput)) (splitHeads (key.forward keyInput))
+
+        let v = splitHeads (value.forward valueInput)
+        let attended = dilatedAttention q k v
+        (finish attended).MoveToOuterDisposeScope()
+
+    /// One decoding step: `x` `[b, 1, e]` is the token at position `cache.Next` (whose position `tables`
+    /// are given); appends its key and value to `cache`, attends over it exactly as the full forward
+    /// would, drops keys no later query needs, and returns `[b, 1, e]`. Causal configurations only.
+    member _.Step(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache) : torch.Tensor =
+        if not settings.Dilated.Causal then
+            invalidOp "incremental decoding needs causal attention; this layer is non-causal (an encoder)."
+
+        use scope = torch.NewDisposeScope()
+        let p = cache.Next
+
+        let q, k =
+            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+
+        let v = splitHeads (value.forward x)
+        cache.Append(k, v)
+        let attended, _ = KvCache.attendStep settings.Dilated p cache q
+        cache.DropBefore(KvCache.firstNeeded settings.Dilated (p + 1L))
+        (finish attended).MoveToOuterDisposeScope()
+
+    /// Self-attention over `[b, n, e]` at positions 0 … n−1.
+    override m.forward(x: torch.Tensor) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+
+        let tables =
+            Rope.tables settings.Position (int d) (Array.init (int x.shape.[1]) int64) x.dtype x.device
+
+        m.Forward(x, tables, None).MoveToOuterDisposeScope()

@@ -1,0 +1,114 @@
+/// Tokenizers: byte-level (no files needed; 256 byte ids plus specials) and BPE through
+/// `Microsoft.ML.Tokenizers` from a user's `vocab.json` and `merges.txt`. A tokenizer is described by a
+/// `TokenizerSpec` that a checkpoint stores in full, so a checkpoint is usable on its own.
+namespace LongNet.Text
+
+open System
+open System.IO
+open System.Text
+open Microsoft.ML.Tokenizers
+
+/// What a checkpoint stores to rebuild its tokenizer.
+type TokenizerSpec =
+    /// UTF-8 bytes 0 … 255 plus `<bos>` 256, `<eos>` 257, `<pad>` 258.
+    | ByteLevel
+    /// Byte-pair encoding with the given `vocab.json` and `merges.txt` contents.
+    | Bpe of vocabJson: string * merges: string
+
+/// Turns text into token ids and back.
+type ITokenizer =
+    /// A short description, e.g. "byte-level (259 ids)".
+    abstract Name: string
+    /// The number of ids; every id is in [0, VocabSize).
+    abstract VocabSize: int
+    /// The id that separates documents, if the vocabulary has one.
+    abstract EndOfText: int option
+    /// Token ids of `text`.
+    abstract Encode: text: string -> int[]
+    /// Text of `ids` (special ids are skipped; invalid UTF-8 becomes U+FFFD).
+    abstract Decode: ids: int[] -> string
+    /// The description a checkpoint stores.
+    abstract Spec: TokenizerSpec
+
+/// The byte-level tokenizer: every UTF-8 byte is one token.
+[<Sealed>]
+type ByteTokenizer() =
+    /// The id of `<bos>`.
+    static member BeginOfText = 256
+    /// The id of `<eos>` (the document separator).
+    static member EndOfTextId = 257
+    /// The id of `<pad>`.
+    static member Padding = 258
+
+    interface ITokenizer with
+        member _.Name = "byte-level (259 ids: 256 bytes, <bos>, <eos>, <pad>)"
+        member _.VocabSize = 259
+        member _.EndOfText = Some ByteTokenizer.EndOfTextId
+
+        member _.Encode text =
+            Encoding.UTF8.GetBytes text |> Array.map int
+
+        member _.Decode ids =
+            ids
+            |> Array.filter (fun i -> i >= 0 && i < 256)
+            |> Array.map byte
+            |> Encoding.UTF8.GetString
+
+        member _.Spec = ByteLevel
+
+/// A BPE tokenizer over `Microsoft.ML.Tokenizers.BpeTokenizer`.
+[<Sealed>]
+type BpeTextTokenizer private (inner: BpeTokenizer, vocabJson: string, merges: string) =
+    let vocabSize = (inner.Vocabulary.Values |> Seq.max) + 1
+
+    let endOfText =
+        [ "<|endoftext|>"; "</s>"; "<eos>" ]
+        |> List.tryPick (fun t ->
+            match inner.Vocabulary.TryGetValue t with
+            | true, id -> Some id
+            | _ -> None)
+
+    /// Builds the tokenizer from the contents of `vocab.json` and `merges.txt`.
+    static member Create(vocabJson: string, merges: string) : BpeTextTokenizer =
+        use vocab = new MemoryStream(Encoding.UTF8.GetBytes vocabJson)
+        use mergeStream = new MemoryStream(Encoding.UTF8.GetBytes merges)
+        BpeTextTokenizer(BpeTokenizer.Create(vocab, mergeStream), vocabJson, merges)
+
+    interface ITokenizer with
+        member _.Name = $"BPE ({vocabSize} ids)"
+        member _.VocabSize = vocabSize
+        member _.EndOfText = endOfText
+        member _.Encode text = inner.EncodeToIds(text) |> Array.ofSeq
+        member _.Decode ids = inner.Decode(ids)
+        member _.Spec = Bpe(vocabJson, merges)
+
+/// Building tokenizers.
+module Tokenizer =
+    /// The byte-level tokenizer.
+    let byteLevel () : ITokenizer = ByteTokenizer()
+
+    /// Rebuilds a tokenizer from its spec; fails with a message when a BPE vocabulary is malformed.
+    let ofSpec (spec: TokenizerSpec) : Result<ITokenizer, string> =
+        match spec with
+        | ByteLevel -> Ok(byteLevel ())
+        | Bpe(vocab, merges) ->
+            try
+                Ok(BpeTextTokenizer.Create(vocab, merges) :> ITokenizer)
+            with e ->
+                Error $"the BPE vocabulary could not be read ({e.Message}); check vocab.json and merges.txt."
+
+    /// A BPE tokenizer from a `vocab.json` and a `merges.txt` file.
+    let bpeFromFiles (vocabPath: string) (mergesPath: string) : Result<ITokenizer, string> =
+        let read (what: string) (path: string) =
+            if not (File.Exists path) then
+                Error $"{what} file '{path}' does not exist."
+            else
+                try
+                    Ok(File.ReadAllText path)
+                with e ->
+                    Error $"{what} file '{path}' cannot be read: {e.Message}"
+
+        match read "BPE vocabulary" vocabPath, read "BPE merges" mergesPath with
+        | Ok v, Ok m -> ofSpec (Bpe(v, m))
+        | Error e, _
+        | _, Error e -> Error e

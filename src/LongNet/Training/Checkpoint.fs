@@ -1,0 +1,294 @@
+/// Checkpoints: one self-contained file holding the configuration, the tokenizer, the weights, the
+/// optimizer's moments, the step and the random generator's state, written atomically (a temporary
+/// file in the same folder, flushed to disk, then renamed over the old one), so a failed or interrupted
+/// save never damages the previous checkpoint.
+///
+/// Layout: 8 bytes magic "LNCKPT01", a little-endian int32 header length, the UTF-8 JSON header, the raw
+/// tensor bytes (offsets in the header are relative to their start), and a SHA-256 of everything before.
+namespace LongNet.Training
+
+open System
+open System.IO
+open System.Security.Cryptography
+open System.Text
+open System.Text.Json.Nodes
+open TorchSharp
+open LongNet
+open LongNet.Modules
+open LongNet.Text
+
+/// Everything a checkpoint holds besides the tensors' storage.
+type CheckpointHeader =
+    {
+        /// The model's configuration.
+        Model: ModelConfig
+        /// The training configuration of the run that wrote it.
+        Train: TrainConfig
+        /// The tokenizer (BPE vocabularies are stored in full).
+        Tokenizer: TokenizerSpec
+        /// Completed optimizer steps.
+        Step: int
+        /// The state of the run's `Rng` after `Step` steps.
+        RngState: uint64
+        /// Training tokens consumed so far.
+        TokensSeen: int64
+        /// Training wall time so far, in seconds.
+        ElapsedSeconds: float
+    }
+
+/// A loaded checkpoint: header and named CPU tensors ("model.<param>", "optim.<state>").
+type LoadedCheckpoint =
+    {
+        /// Configuration, tokenizer and counters.
+        Header: CheckpointHeader
+        /// The stored tensors by name (owned by the caller; dispose them when done).
+        Tensors: Map<string, torch.Tensor>
+    }
+
+/// Writing and reading checkpoint files.
+module Checkpoint =
+    let private magic = Encoding.ASCII.GetBytes "LNCKPT01"
+
+    let private dtypeName (t: torch.ScalarType) =
+        match t with
+        | torch.ScalarType.Float32 -> "float32"
+        | torch.ScalarType.Float64 -> "float64"
+        | torch.ScalarType.BFloat16 -> "bfloat16"
+        | torch.ScalarType.Float16 -> "float16"
+        | torch.ScalarType.Int64 -> "int64"
+        | other -> invalidArg "dtype" $"checkpoints cannot store {other} tensors."
+
+    let private dtypeOf (name: string) =
+        match name with
+        | "float32" -> Some torch.ScalarType.Float32
+        | "float64" -> Some torch.ScalarType.Float64
+        | "bfloat16" -> Some torch.ScalarType.BFloat16
+        | "float16" -> Some torch.ScalarType.Float16
+        | "int64" -> Some torch.ScalarType.Int64
+        | _ -> None
+
+    /// Writes a file atomically: `write` fills a temporary file next to `path`, which is flushed to disk
+    /// and renamed over `path`. If `write` throws, the temporary file is deleted and `path` is untouched.
+    let writeAtomically (path: string) (write: Stream -> unit) : unit =
+        let full = Path.GetFullPath path
+        let folder = Path.GetDirectoryName full
+        Directory.CreateDirectory folder |> ignore
+
+        let temp =
+            Path.Combine(folder, $".{Path.GetFileName full}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp")
+
+        try
+            do
+                use stream =
+                    new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 <<< 20)
+
+                write stream
+                stream.Flush(true)
+
+            File.Move(temp, full, true)
+        with _ ->
+            try
+                File.Delete temp
+            with _ ->
+                ()
+
+            reraise ()
+
+    let private tokenizerJson (spec: TokenizerSpec) =
+        let o = JsonObject()
+
+        match spec with
+        | ByteLevel -> o.["kind"] <- JsonValue.Create "byte"
+        | Bpe(vocab, merges) ->
+            o.["kind"] <- JsonValue.Create "bpe"
+            o.["vocabJson"] <- JsonValue.Create vocab
+            o.["merges"] <- JsonValue.Create merges
+
+        o
+
+    let private put (hash: IncrementalHash) (stream: Stream) (bytes: ReadOnlySpan<byte>) =
+        hash.AppendData bytes
+        stream.Write bytes
+
+    /// Saves `header` and the named tensors to `path` atomically.
+    let save (path: string) (header: CheckpointHeader) (tensors: (string * torch.Tensor) list) : unit =
+        let cpu = tensors |> List.map (fun (name, t) -> name, t.detach().contiguous().cpu())
+
+        try
+            let mutable offset = 0L
+            let entries = JsonArray()
+
+            for name, t in cpu do
+                let length = t.NumberOfElements * int64 t.ElementSize
+                let e = JsonObject()
+                e.["name"] <- JsonValue.Create name
+                e.["dtype"] <- JsonValue.Create(dtypeName t.dtype)
+                e.["shape"] <- JsonArray(t.shape |> Array.map (fun s -> JsonValue.Create s :> JsonNode))
+                e.["offset"] <- JsonValue.Create offset
+                e.["length"] <- JsonValue.Create length
+                entries.Add e
+                offset <- offset + length
+
+            let json = JsonObject()
+            json.["format"] <- JsonValue.Create 1
+            json.["model"] <- ModelConfig.toJson header.Model
+            json.["train"] <- TrainConfig.toJson header.Train
+            json.["tokenizer"] <- tokenizerJson header.Tokenizer
+            json.["step"] <- JsonValue.Create header.Step
+            json.["rngState"] <- JsonValue.Create(header.RngState.ToString())
+            json.["tokensSeen"] <- JsonValue.Create header.TokensSeen
+            json.["elapsedSeconds"] <- JsonValue.Create header.ElapsedSeconds
+            json.["tensors"] <- entries
+            let headerBytes = Encoding.UTF8.GetBytes(json.ToJsonString())
+
+            writeAtomically path (fun stream ->
+                use hash = IncrementalHash.CreateHash HashAlgorithmName.SHA256
+
+                put hash stream (ReadOnlySpan magic)
+                put hash stream (ReadOnlySpan(BitConverter.GetBytes headerBytes.Length))
+                put hash stream (ReadOnlySpan headerBytes)
+
+                for _, t in cpu do
+                    if t.NumberOfElements > 0L then
+                        put hash stream (Span.op_Implicit t.bytes)
+
+                stream.Write(ReadOnlySpan(hash.GetHashAndReset())))
+        finally
+            for _, t in cpu do
+                t.Dispose()
+
+    let private corrupt (path: string) (why: string) =
+        Error
+            $"checkpoint '{path}' is damaged or not a LongNet checkpoint ({why}); use another checkpoint or train again."
+
+    /// Loads a checkpoint; errors name the file and what is wrong with it.
+    let load (path: string) : Result<LoadedCheckpoint, string> =
+        if not (File.Exists path) then
+            if Directory.Exists path then
+                let inside = Path.Combine(path, "checkpoint.ckpt")
+                Error $"checkpoint '{path}' is a folder; give the checkpoint file inside it (e.g. '{inside}')."
+            else
+                Error
+                    $"checkpoint '{path}' does not exist; train one with `longnet train --out DIR` (it writes DIR/checkpoint.ckpt)."
+        else
+            let bytes =
+                try
+                    Ok(File.ReadAllBytes path)
+                with e ->
+                    Error $"checkpoint '{path}' cannot be read: {e.Message}"
+
+            match bytes with
+            | Error e -> Error e
+            | Ok bytes when bytes.Length < magic.Length + 4 + 32 -> corrupt path "too short"
+            | Ok bytes when not (bytes.AsSpan(0, magic.Length).SequenceEqual(ReadOnlySpan magic)) ->
+                corrupt path "wrong magic bytes"
+            | Ok bytes ->
+                let body = bytes.Length - 32
+
+                if
+                    not (SHA256.HashData(bytes.AsSpan(0, body)).AsSpan().SequenceEqual(ReadOnlySpan(bytes, body, 32)))
+                then
+                    corrupt path "checksum mismatch: the file is truncated or altered"
+                else
+                    try
+                        let headerLength = BitConverter.ToInt32(bytes, magic.Length)
+                        let blob = magic.Length + 4 + headerLength
+
+                        let json =
+                            JsonNode.Parse(Encoding.UTF8.GetString(bytes, magic.Length + 4, headerLength))
+
+                        let root = json.AsObject()
+
+                        let model =
+                            ModelConfig.ofJson "model" ModelConfig.defaults root.["model"]
+                            |> Result.mapError _.Message
+
+                        let train =
+                            TrainConfig.ofJson "train" TrainConfig.defaults root.["train"]
+                            |> Result.mapError _.Message
+
+                        let tokenizer =
+                            let t = root.["tokenizer"].AsObject()
+
+                            match t.["kind"].GetValue<string>() with
+                            | "byte" -> Ok ByteLevel
+                            | "bpe" -> Ok(Bpe(t.["vocabJson"].GetValue<string>(), t.["merges"].GetValue<string>()))
+                            | other -> Error $"unknown tokenizer kind '{other}'"
+
+                        match model, train, tokenizer with
+                        | Error e, _, _
+                        | _, Error e, _
+                        | _, _, Error e -> corrupt path e
+                        | Ok model, Ok train, Ok tokenizer ->
+                            let tensors =
+                                [
+                                    for entry in root.["tensors"].AsArray() do
+                                        let name = entry.["name"].GetValue<string>()
+
+                                        let shape =
+                                            entry.["shape"].AsArray() |> Seq.map _.GetValue<int64>() |> Array.ofSeq
+
+                                        let offset = entry.["offset"].GetValue<int64>()
+                                        let length = entry.["length"].GetValue<int64>()
+
+                                        let dtype =
+                                            match dtypeOf (entry.["dtype"].GetValue<string>()) with
+                                            | Some d -> d
+                                            | None -> failwith $"tensor '{name}' has an unknown dtype"
+
+                                        if int64 blob + offset + length > int64 body then
+                                            failwith $"tensor '{name}' lies past the end of the data"
+
+                                        let t = torch.empty (shape, dtype = dtype)
+
+                                        if length <> t.NumberOfElements * int64 t.ElementSize then
+                                            t.Dispose()
+                                            failwith $"tensor '{name}' has {length} bytes for shape {shape}"
+
+                                        if length > 0L then
+                                            bytes.AsSpan(blob + int offset, int length).CopyTo(t.bytes)
+
+                                        name, t.DetachFromDisposeScope()
+                                ]
+
+                            Ok
+                                {
+                                    Header =
+                                        {
+                                            Model = model
+                                            Train = train
+                                            Tokenizer = tokenizer
+                                            Step = root.["step"].GetValue<int>()
+                                            RngState = UInt64.Parse(root.["rngState"].GetValue<string>())
+                                            TokensSeen = root.["tokensSeen"].GetValue<int64>()
+                                            ElapsedSeconds = root.["elapsedSeconds"].GetValue<float>()
+                                        }
+                                    Tensors = Map.ofList tensors
+                                }
+                    with e ->
+                        corrupt path e.Message
+
+    /// Copies the stored "model.<name>" tensors into the model's parameters; fails naming the first
+    /// missing or mis-shaped one.
+    let loadWeights (model: LongNetModel) (tensors: Map<string, torch.Tensor>) : Result<unit, string> =
+        use _ = torch.no_grad ()
+
+        let problems =
+            [
+                for struct (name, p) in model.named_parameters () do
+                    match tensors.TryFind $"model.{name}" with
+                    | None -> $"the checkpoint lacks the weight '{name}'"
+                    | Some t when t.shape <> p.shape ->
+                        $"the weight '{name}' has shape {String.Join('×', t.shape)} in the checkpoint and {String.Join('×', p.shape)} in the model"
+                    | Some t -> p.copy_ t |> ignore
+            ]
+
+        match problems with
+        | [] -> Ok()
+        | first :: _ -> Error first
+
+    /// The model's parameters as checkpoint tensors "model.<name>".
+    let weights (model: LongNetModel) : (string * torch.Tensor) list =
+        [
+            for struct (name, p) in model.named_parameters () -> $"model.{name}", p :> torch.Tensor
+        ]

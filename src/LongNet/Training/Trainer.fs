@@ -1,0 +1,292 @@
+/// Training a LongNet language model: seeded initialisation, random windows of the training tokens,
+/// AdamW with warm-up + cosine schedule, gradient clipping and accumulation, fp32 or bf16, and exact
+/// checkpoints — a run resumed from a checkpoint produces the same losses as one never interrupted,
+/// because every source of randomness (batches, dropout) is drawn from one `Rng` whose state is saved.
+namespace LongNet.Training
+
+open System
+open System.Diagnostics
+open TorchSharp
+open LongNet
+open LongNet.Modules
+open LongNet.Text
+
+/// What one optimizer step did.
+type StepReport =
+    {
+        /// The step just completed (1-based).
+        Step: int
+        /// Mean training loss over the step's micro-batches (nats per token).
+        Loss: float
+        /// The learning rate used.
+        LearningRate: float
+        /// The global gradient norm before clipping.
+        GradNorm: float
+        /// Tokens processed by this step.
+        Tokens: int64
+        /// Wall time of this step, in seconds.
+        StepSeconds: float
+        /// Training tokens so far (all steps, resumed ones included).
+        TokensSeen: int64
+        /// Training wall time so far, in seconds.
+        ElapsedSeconds: float
+    }
+
+/// A training run in progress: the model, its optimizer and random state, and the step reached.
+[<Sealed>]
+type TrainSession
+    private
+    (
+        config: RunConfig,
+        tokenizer: ITokenizer,
+        model: LongNetModel,
+        optimizer: AdamW,
+        rng: Rng,
+        startStep: int,
+        startTokens: int64,
+        startSeconds: float
+    ) =
+    let mutable config = config
+    let mutable step = startStep
+    let mutable tokensSeen = startTokens
+    let mutable elapsed = startSeconds
+    let mutable schedule = TrainConfig.schedule config.Train
+
+    static let build (config: RunConfig) =
+        Native.ensureLoaded () |> ignore
+        torch.manual_seed config.Train.Seed |> ignore
+        let model = new LongNetModel(config.Model)
+
+        if config.Train.Precision = Bf16 then
+            model.``to`` (torch.ScalarType.BFloat16) |> ignore
+
+        let parameters = [ for struct (name, p) in model.named_parameters () -> name, p ]
+
+        model, new AdamW(parameters, TrainConfig.adamW config.Train)
+
+    /// Starts a run from scratch; the model's vocabulary size is set from the tokenizer.
+    static member Create(config: RunConfig, tokenizer: ITokenizer) : Result<TrainSession, string> =
+        let config = RunConfig.withVocabulary tokenizer config
+
+        match ModelConfig.validate config.Model, TrainConfig.validate config.Train with
+        | Error e, _ -> Error $"model.{e.Parameter}: {e.Message}"
+        | _, Error e -> Error $"train.{e.Parameter}: {e.Message}"
+        | Ok _, Ok _ ->
+            let model, optimizer = build config
+            model.train ()
+            Ok(new TrainSession(config, tokenizer, model, optimizer, Rng.Create config.Train.Seed, 0, 0L, 0.0))
+
+    /// Continues the run stored in a checkpoint. `steps` may extend (or shorten) the run's total steps;
+    /// the schedule then spans the new total.
+    static member Resume(checkpoint: LoadedCheckpoint, steps: int option) : Result<TrainSession, string> =
+        let header = checkpoint.Header
+
+        match Tokenizer.ofSpec header.Tokenizer with
+        | Error e -> Error e
+        | Ok tokenizer ->
+            let train =
+                match steps with
+                | Some s -> { header.Train with Steps = s }
+                | None -> header.Train
+
+            let config =
+                {
+                    Model = header.Model
+                    Train = train
+                    Tokenizer = FromCheckpoint
+                }
+
+            if header.Step >= train.Steps then
+                Error
+                    $"the checkpoint has already completed {header.Step} of {train.Steps} steps; pass a larger --steps to train further."
+            else
+                let model, optimizer = build config
+
+                let optimizerState =
+                    checkpoint.Tensors
+                    |> Map.toSeq
+                    |> Seq.choose (fun (name, t) ->
+                        if name.StartsWith "optim." then
+                            Some(name.Substring 6, t)
+                        else
+                            None)
+                    |> Map.ofSeq
+
+                let loaded =
+                    Checkpoint.loadWeights model checkpoint.Tensors
+                    |> Result.bind (fun () ->
+                        try
+                            optimizer.Load(int64 header.Step, optimizerState)
+                            Ok()
+                        with e ->
+                            Error e.Message)
+
+                match loaded with
+                | Error e ->
+                    (optimizer :> IDisposable).Dispose()
+                    model.Dispose()
+                    Error $"the checkpoint does not fit its own configuration ({e}); it is damaged."
+                | Ok() ->
+                    model.train ()
+
+                    Ok(
+                        new TrainSession(
+                            config,
+                            tokenizer,
+                            model,
+                            optimizer,
+                            Rng(header.RngState),
+                            header.Step,
+                            header.TokensSeen,
+                            header.ElapsedSeconds
+                        )
+                    )
+
+    /// The run's configuration (vocabulary resolved).
+    member _.Config = config
+
+    /// Changes the run's total steps (the cosine then spans the new total). Allowed only while still in
+    /// warm-up, where no learning rate used so far depends on the total — so the run stays exactly
+    /// reproducible from its saved configuration.
+    member _.SetTotalSteps(total: int) =
+        if total < 1 then
+            invalidArg "total" $"the total number of steps must be ≥ 1, got {total}."
+
+        if step >= config.Train.WarmupSteps then
+            invalidOp $"the total can change only during warm-up (step {step} of {config.Train.WarmupSteps})."
+
+        config <-
+            { config with
+                Train =
+                    { config.Train with
+                        Steps = max total (step + 1)
+                    }
+            }
+
+        schedule <- TrainConfig.schedule config.Train
+
+    /// The model being trained.
+    member _.Model = model
+
+    /// The tokenizer.
+    member _.Tokenizer = tokenizer
+
+    /// Completed optimizer steps.
+    member _.Step = step
+
+    /// Whether every configured step is done.
+    member _.Finished = step >= config.Train.Steps
+
+    /// Training tokens so far.
+    member _.TokensSeen = tokensSeen
+
+    /// Training wall time so far, in seconds.
+    member _.ElapsedSeconds = elapsed
+
+    /// The learning rate the next step will use.
+    member _.NextLearningRate = Schedule.learningRate schedule (step + 1)
+
+    /// One optimizer step on random windows of `train` (token ids). Fails — leaving the model as it was
+    /// before the update — when the loss or the gradient norm is not finite.
+    member _.TrainStep(train: int[]) : Result<StepReport, string> =
+        let c = config.Train
+
+        if train.Length < c.SeqLen + 1 then
+            Error
+                $"the training text has {train.Length} tokens; sequences of {c.SeqLen} need at least {c.SeqLen + 1}. Use a larger corpus or a smaller --seq-len."
+        else
+            let watch = Stopwatch.StartNew()
+            let next = step + 1
+
+            let batches =
+                Array.init c.Accumulation (fun _ ->
+                    Array.init c.BatchSize (fun _ -> rng.NextInt64(int64 (train.Length - c.SeqLen))))
+
+            torch.manual_seed (rng.NextSeed()) |> ignore
+            model.train ()
+            optimizer.ZeroGrad()
+            let mutable lossSum = 0.0
+
+            for starts in batches do
+                use scope = torch.NewDisposeScope()
+
+                let data =
+                    Array.init (c.BatchSize * (c.SeqLen + 1)) (fun k ->
+                        let b, j = k / (c.SeqLen + 1), k % (c.SeqLen + 1)
+                        int64 train.[int starts.[b] + j])
+
+                let batch = torch.tensor(data).view(int64 c.BatchSize, int64 (c.SeqLen + 1))
+                let input = batch.narrow (1L, 0L, int64 c.SeqLen)
+                let target = batch.narrow (1L, 1L, int64 c.SeqLen)
+                let loss = Evaluate.crossEntropy (model.forward input) target
+                (loss / float c.Accumulation).backward()
+                lossSum <- lossSum + float (loss.item<float32>())
+
+            let loss = lossSum / float c.Accumulation
+            let norm = optimizer.ClipGradients c.GradClip
+
+            if not (Double.IsFinite loss) then
+                optimizer.ZeroGrad()
+
+                Error
+                    $"the training loss became {loss} at step {next}; lower the learning rate (train.learningRate) or use fp32 precision."
+            elif not (Double.IsFinite norm) then
+                optimizer.ZeroGrad()
+
+                Error
+                    $"the gradient norm became {norm} at step {next}; lower the learning rate (train.learningRate) or use fp32 precision."
+            else
+                let lr = Schedule.learningRate schedule next
+                optimizer.Step lr
+                step <- next
+                let tokens = int64 c.Accumulation * int64 c.BatchSize * int64 c.SeqLen
+                tokensSeen <- tokensSeen + tokens
+                let seconds = watch.Elapsed.TotalSeconds
+                elapsed <- elapsed + seconds
+
+                Ok
+                    {
+                        Step = next
+                        Loss = loss
+                        LearningRate = lr
+                        GradNorm = norm
+                        Tokens = tokens
+                        StepSeconds = seconds
+                        TokensSeen = tokensSeen
+                        ElapsedSeconds = elapsed
+                    }
+
+    /// Mean validation loss (nats per token) over windows of the training length.
+    member _.ValidationLoss(validation: int[]) : Result<float, string> =
+        let length = min config.Train.SeqLen (validation.Length - 1)
+
+        if length < 1 then
+            Error "the validation text is too short to evaluate."
+        else
+            Evaluate.perplexity model validation length config.Train.EvalTokens
+            |> Result.map _.MeanNll
+
+    /// The checkpoint header of the current state.
+    member _.Header: CheckpointHeader =
+        {
+            Model = config.Model
+            Train = config.Train
+            Tokenizer = tokenizer.Spec
+            Step = step
+            RngState = rng.State
+            TokensSeen = tokensSeen
+            ElapsedSeconds = elapsed
+        }
+
+    /// Saves the whole state to `path` atomically.
+    member s.Save(path: string) =
+        let tensors =
+            Checkpoint.weights model
+            @ (optimizer.State |> List.map (fun (name, t) -> $"optim.{name}", t))
+
+        Checkpoint.save path s.Header tensors
+
+    interface IDisposable with
+        member _.Dispose() =
+            (optimizer :> IDisposable).Dispose()
+            model.Dispose()

@@ -1,0 +1,269 @@
+/// The model commands end to end: train → resume → eval → generate on a tiny run, and bad inputs —
+/// a bad command line exits 2, a missing corpus or checkpoint or a mismatched config exits 1 with one
+/// line on stderr naming the cause, and a failed run overwrites nothing.
+[<Xunit.Collection("serial")>]
+module LongNet.Tests.ModelCliTests
+
+open System
+open System.IO
+open Xunit
+open LongNet.Cli
+
+/// Runs a command with stdout and stderr captured: (exit code, stdout, stderr).
+let private capture (run: string list -> int) (args: string list) =
+    let out, err = new StringWriter(), new StringWriter()
+    let oldOut, oldErr = Console.Out, Console.Error
+    Console.SetOut out
+    Console.SetError err
+
+    try
+        let code = run args
+        code, out.ToString(), err.ToString()
+    finally
+        Console.SetOut oldOut
+        Console.SetError oldErr
+
+let private temp () =
+    let dir = Path.Combine(Path.GetTempPath(), $"longnet-cli-{Guid.NewGuid():N}")
+    Directory.CreateDirectory dir |> ignore
+    dir
+
+let private oneLine (stderr: string) =
+    Assert.Equal(1, stderr.Trim().Split('\n').Length)
+    Assert.StartsWith("error: ", stderr)
+
+[<Fact>]
+let ``train, resume, eval and generate work end to end on a tiny run`` () =
+    let dir = temp ()
+    let corpus = Path.Combine(dir, "corpus.txt")
+    File.WriteAllText(corpus, String.replicate 30 "The sky is blue. The grass is green. The sun is yellow.\n")
+    let out = Path.Combine(dir, "run")
+
+    let code, stdout, stderr =
+        capture
+            Train.run
+            [
+                "--corpus"
+                corpus
+                "--preset"
+                "tiny"
+                "--out"
+                out
+                "--steps"
+                "4"
+                "--seq-len"
+                "32"
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("done at step 4", stdout)
+    Assert.True(File.Exists(Path.Combine(out, "checkpoint.ckpt")))
+    Assert.Equal(5, File.ReadAllLines(Path.Combine(out, "train_log.csv")).Length)
+
+    let code, stdout, stderr =
+        capture Train.run [ "--corpus"; corpus; "--out"; out; "--resume"; "--steps"; "6" ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("resuming", stdout)
+    Assert.Equal(7, File.ReadAllLines(Path.Combine(out, "train_log.csv")).Length)
+
+    let json = Path.Combine(dir, "ppl.json")
+
+    let code, stdout, stderr =
+        capture
+            Evaluate.run
+            [
+                "--checkpoint"
+                Path.Combine(out, "checkpoint.ckpt")
+                "--corpus"
+                corpus
+                "--lengths"
+                "32,64"
+                "--json"
+                json
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("perplexity", stdout)
+    Assert.True(File.Exists json)
+    Assert.True(File.Exists(Path.ChangeExtension(json, ".png")))
+
+    let code, stdout, stderr =
+        capture
+            Generate.run
+            [
+                "--checkpoint"
+                Path.Combine(out, "checkpoint.ckpt")
+                "--prompt"
+                "The sky"
+                "--max-new-tokens"
+                "12"
+                "--greedy"
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.True(Text.Encoding.UTF8.GetByteCount stdout <= 12, $"printed more than the continuation: '{stdout}'")
+
+[<Fact>]
+let ``a bad command line exits 2 with one line naming the option`` () =
+    let code, _, stderr =
+        capture Train.run [ "--corpus"; "x"; "--preset"; "tiny"; "--out"; "y"; "--stepz"; "3" ]
+
+    Assert.Equal(2, code)
+    oneLine stderr
+    Assert.Contains("--stepz", stderr)
+
+    let code, _, stderr =
+        capture
+            Generate.run
+            [
+                "--checkpoint"
+                "c"
+                "--prompt"
+                "p"
+                "--max-new-tokens"
+                "5"
+                "--greedy"
+                "--top-k"
+                "3"
+            ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--greedy", stderr)
+
+    let code, _, stderr =
+        capture Evaluate.run [ "--checkpoint"; "c"; "--corpus"; "x"; "--lengths"; "12,abc" ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--lengths", stderr)
+
+[<Fact>]
+let ``a missing corpus or checkpoint exits 1 with one line saying what to do`` () =
+    let dir = temp ()
+
+    let code, _, stderr =
+        capture
+            Train.run
+            [
+                "--corpus"
+                Path.Combine(dir, "none.txt")
+                "--preset"
+                "tiny"
+                "--out"
+                Path.Combine(dir, "run")
+            ]
+
+    Assert.Equal(1, code)
+    oneLine stderr
+    Assert.Contains("does not exist", stderr)
+    Assert.False(Directory.Exists(Path.Combine(dir, "run")), "a failed run created its folder")
+
+    let code, _, stderr =
+        capture
+            Generate.run
+            [
+                "--checkpoint"
+                Path.Combine(dir, "none.ckpt")
+                "--prompt"
+                "p"
+                "--max-new-tokens"
+                "5"
+            ]
+
+    Assert.Equal(1, code)
+    oneLine stderr
+    Assert.Contains("longnet train", stderr)
+
+    let empty = Path.Combine(dir, "empty.txt")
+    File.WriteAllText(empty, "")
+
+    let code, _, stderr =
+        capture Train.run [ "--corpus"; empty; "--preset"; "tiny"; "--out"; Path.Combine(dir, "r") ]
+
+    Assert.Equal(1, code)
+    oneLine stderr
+    Assert.Contains("empty", stderr)
+
+[<Fact>]
+let ``an existing run is never overwritten and a mismatched resume is refused`` () =
+    let dir = temp ()
+    let corpus = Path.Combine(dir, "corpus.txt")
+    File.WriteAllText(corpus, String.replicate 30 "The sky is blue. The grass is green.\n")
+    let out = Path.Combine(dir, "run")
+
+    let code, _, stderr =
+        capture
+            Train.run
+            [
+                "--corpus"
+                corpus
+                "--preset"
+                "tiny"
+                "--out"
+                out
+                "--steps"
+                "2"
+                "--seq-len"
+                "32"
+            ]
+
+    Assert.True((code = 0), stderr)
+    let checkpoint = Path.Combine(out, "checkpoint.ckpt")
+    let before = File.ReadAllBytes checkpoint
+
+    let code, _, stderr =
+        capture Train.run [ "--corpus"; corpus; "--preset"; "tiny"; "--out"; out; "--steps"; "2" ]
+
+    Assert.Equal(1, code)
+    Assert.Contains("--resume", stderr)
+
+    let code, _, stderr =
+        capture
+            Train.run
+            [
+                "--corpus"
+                corpus
+                "--preset"
+                "demo"
+                "--out"
+                out
+                "--resume"
+                "--steps"
+                "4"
+            ]
+
+    Assert.Equal(1, code)
+    oneLine stderr
+    Assert.Contains("model.embedDim", stderr)
+    Assert.Equal<byte[]>(before, File.ReadAllBytes checkpoint)
+
+
+[<Fact>]
+let ``a prompt longer than the model allows exits 1 saying what to shorten`` () =
+    let dir = temp ()
+    let corpus = Path.Combine(dir, "corpus.txt")
+    File.WriteAllText(corpus, String.replicate 30 "The sky is blue. The grass is green.\n")
+    let config = Path.Combine(dir, "config.json")
+    File.WriteAllText(config, """{ "preset": "tiny", "model": { "maxPositions": 100 }, "train": { "seqLen": 32 } }""")
+    let out = Path.Combine(dir, "run")
+
+    let code, _, stderr =
+        capture Train.run [ "--corpus"; corpus; "--config"; config; "--out"; out; "--steps"; "1" ]
+
+    Assert.True((code = 0), stderr)
+
+    let code, _, stderr =
+        capture
+            Generate.run
+            [
+                "--checkpoint"
+                Path.Combine(out, "checkpoint.ckpt")
+                "--prompt"
+                String('x', 95)
+                "--max-new-tokens"
+                "10"
+            ]
+
+    Assert.Equal(1, code)
+    oneLine stderr
+    Assert.Contains("shorten the prompt", stderr)
