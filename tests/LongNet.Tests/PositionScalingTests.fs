@@ -1,6 +1,7 @@
 /// The position-scaling family: scale 1 is plain RoPE for every method, rotated scores depend only on
 /// position differences, the NTK base formula, YaRN's ramp ends, dynamic NTK, and the CRD schedule
 /// (grows within a cycle, restarts, stays within bounds, reproducible for a seed).
+[<Xunit.Collection("serial")>]
 module LongNet.Tests.PositionScalingTests
 
 open System
@@ -203,3 +204,20 @@ let ``a non-positive scale is rejected naming the parameter`` () =
             ScaledRope.inverseFrequencies (settings (Interpolation 0.0)) 8 0 |> ignore)
 
     Assert.Equal("scale", e.ParamName)
+
+[<Fact>]
+let ``scaled tables at scale 1 equal RoPE's tables and YaRN folds its temperature into them`` () =
+    LongNet.Native.ensureLoaded () |> ignore
+    let positions = Array.init 13 (fun i -> int64 (i * 5))
+    let f64 = TorchSharp.torch.float64
+    let cpu = TorchSharp.torch.CPU
+    let plain = (Rope.tables (Rope Rope.defaultRope) 6 positions f64 cpu).Value
+    let d (a: TorchSharp.torch.Tensor) (b: TorchSharp.torch.Tensor) = (a - b).abs().max().item<float>()
+
+    for m in methodsAt 1.0 do
+        let t = ScaledRope.tables (settings m) 6 13 positions f64 cpu
+        Assert.True(d t.QueryCos plain.QueryCos < 1e-12 && d t.KeySin plain.KeySin < 1e-12)
+
+    let y = ScaledRope.tables (settings (yarn 4.0)) 6 13 positions f64 cpu
+    let expected = 0.1 * Math.Log 4.0 + 1.0
+    Assert.Equal(expected, y.QueryCos.[0L, 0L].item<float>(), 12)

@@ -148,6 +148,40 @@ module ScaledRope =
             else
                 x.[j] * Math.Cos a + x.[j - 1] * Math.Sin a)
 
+    /// RoPE tables (`Rope.Tables`, each `[n, d]`, for `Rope.apply`) of `settings` at `positions` and current
+    /// length L, with YaRN's `attentionScale` folded into both the query and the key tables.
+    let tables
+        (settings: ScaledRopeSettings)
+        (headDim: int)
+        (currentLength: int)
+        (positions: int64[])
+        (dtype: TorchSharp.torch.ScalarType)
+        (device: TorchSharp.torch.Device)
+        : Rope.Tables =
+        let a = angles settings headDim currentLength positions
+        let m = attentionScale settings
+        let n = positions.Length
+
+        let table (f: int -> int -> float) =
+            let values = Array.init (n * headDim) (fun k -> f (k / headDim) (k % headDim))
+
+            TorchSharp.torch
+                .tensor(values, dtype = TorchSharp.torch.float64, device = device)
+                .view(int64 n, int64 headDim)
+                .to_type
+                dtype
+
+        let cos = table (fun p j -> m * Math.Cos a.[p, j / 2])
+
+        let sin = table (fun p j -> (if j % 2 = 0 then -m else m) * Math.Sin a.[p, j / 2])
+
+        {
+            QueryCos = cos
+            QuerySin = sin
+            KeyCos = cos
+            KeySin = sin
+        }
+
     /// Checks a CRD schedule; raises ArgumentOutOfRangeException naming the parameter.
     let validateCrd (schedule: CrdSchedule) : CrdSchedule =
         let fail (name: string) (value: obj) (rule: string) =
