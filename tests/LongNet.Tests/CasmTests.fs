@@ -304,3 +304,27 @@ let ``renumbered positions stay below the merged length and a query shares its n
                 ok <- ok && qn.[g * rows + r] = kn.[g * width + own]
 
     ok
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 20)>]
+let ``with every block kept, gradients equal dense attention's`` (c: CasmCase) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let q0, k0, v0 = inputs c
+    let scale = 1.0 / sqrt (float c.HeadDim)
+
+    let config =
+        { keepAll c with
+            RenumberPositions = false
+        }
+
+    let grads (f: torch.Tensor -> torch.Tensor -> torch.Tensor -> torch.Tensor) =
+        let q, k, v =
+            q0.detach().requires_grad_ true, k0.detach().requires_grad_ true, v0.detach().requires_grad_ true
+
+        (f q k v * torch.cos (q0 + v0)).sum().backward()
+        [ q.grad; k.grad; v.grad ]
+
+    let casm = grads (fun q k v -> fst (SelectMerge.attend config None scale q k v))
+    let dense = grads (fun q k v -> fst (Dense.attend scale config.Causal q k v))
+    let worst = List.map2 maxDiff casm dense |> List.max
+    worst <= 1e-10 |> Prop.label $"max |Δ grad| = {worst:E3}"
