@@ -20,6 +20,7 @@ let private commands: (string * string * (string list -> int) * string) list =
         "eval", "perplexity of a checkpoint at several sequence lengths", Evaluate.run, Evaluate.help
         "generate", "continue a prompt with a checkpoint (KV-cache decoding)", Generate.run, Generate.help
         "demo", "the main job: train, evaluate and sample a small LongNet in minutes", ModelDemo.run, ModelDemo.help
+        "passkey", "passkey retrieval over prompt lengths × depths (table, JSON, heatmap)", Passkey.run, Passkey.help
         "attention-demo", "dilated attention against dense attention, its plan and speed", Demo.run, Demo.help
     ]
 
