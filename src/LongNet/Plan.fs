@@ -28,7 +28,7 @@ let segmentCount (g: Group) (n: int) : int64 =
 let offsets (config: DilatedConfig) (heads: int) (g: Group) : int[] =
     Array.init heads (HeadOffsets.offset config.Offsets heads g.DilationRate)
 
-/// Calls `f start length` for every segment of group `g` over n positions: full segments then the last.
+/// The segments of group `g` over n positions as (count, real length) pairs: the full segments, then the last.
 let private segmentLengths (g: Group) (n: int) =
     let w = int64 g.SegmentLength
     let s = segmentCount g n
@@ -67,9 +67,14 @@ let uncoveredPairs (config: DilatedConfig) (heads: int) (n: int) : int64 =
     // Coverage of p depends on p mod w_g only, so it repeats with period lcm(w_g): count one period.
     let rec gcd a b = if b = 0L then a else gcd b (a % b)
 
+    // Stops growing once past n (then one pass over 0 … n−1 is the count), so it cannot overflow.
     let period =
         config.Groups
-        |> List.fold (fun acc g -> let w = int64 g.SegmentLength in min (acc / gcd acc w * w) Int64.MaxValue) 1L
+        |> List.fold
+            (fun acc g ->
+                let w = int64 g.SegmentLength
+                if acc > int64 n then acc else acc / gcd acc w * w)
+            1L
 
     let countIn (upTo: int64) (head: int) =
         let mutable uncovered = 0L

@@ -15,6 +15,9 @@ open System.Collections.Generic
 open TorchSharp
 open LongNet
 
+// A Scalar held for the process: a temporary could be freed by a GC during the native call.
+let private negativeInfinity = lazy (System.Double.NegativeInfinity.ToScalar())
+
 /// The autograd node of the row exchange: forward all-to-all of rows, backward the reverse all-to-all
 /// of their gradients. Inputs: rows `[Σ sendCounts, e]`, the communicator, send counts, receive counts.
 type ExchangeFunction() =
@@ -107,12 +110,7 @@ let private attendGroup
 
     let lseLocal =
         torch
-            .full(
-                [| b; h; l + 1L |],
-                Scalar.op_Implicit System.Double.NegativeInfinity,
-                dtype = lse.dtype,
-                device = device
-            )
+            .full([| b; h; l + 1L |], negativeInfinity.Force(), dtype = lse.dtype, device = device)
             .scatter(2L, target.expand (b, h, s * mq), lse.view (b, h, s * mq))
             .narrow(2L, 0L, l)
 
