@@ -208,6 +208,10 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
         if AnsiConsole.Profile.Capabilities.Interactive then
             AnsiConsole
                 .Progress()
+                // refreshed by this thread after each step: a render thread would allocate, and a
+                // garbage collection it triggers during a native call can free TorchSharp's
+                // temporary Scalars while libtorch still reads them
+                .AutoRefresh(false)
                 .AutoClear(false)
                 .HideCompleted(false)
                 .Columns(
@@ -230,7 +234,9 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
 
                             task.Description <-
                                 Markup.Escape
-                                    $"step {r.Step}/{session.Config.Train.Steps}  loss {r.Loss:F3}  {human (recentRate ())} tok/s")
+                                    $"step {r.Step}/{session.Config.Train.Steps}  loss {r.Loss:F3}  {human (recentRate ())} tok/s"
+
+                            ctx.Refresh())
 
                         outOfTime <- overBudget () && not session.Finished
 

@@ -129,7 +129,9 @@ type DilatedAttentionFunction() =
         // The lse gets no gradient; leaving undefined gradients undefined avoids placeholder tensors.
         ctx.set_materialize_grads false
         ctx.save_for_backward (List [ q.detach (); k.detach (); v.detach (); out.detach (); lse.detach () ])
-        ctx.mark_non_differentiable (List [ lse ])
+        // Not `ctx.mark_non_differentiable`: with it, a garbage collection during `apply` (any thread)
+        // crashes the process (segfault, reproduced with a thread calling GC.Collect beside the call).
+        // The backward ignores the lse's gradient and `apply` detaches the lse it returns instead.
         List [ out; lse ]
 
     /// Computes dq, dk, dv with the fused backward kernels.
@@ -145,4 +147,4 @@ type DilatedAttentionFunction() =
 /// Fused dilated attention with autograd: (out `[b, h, n, d]`, lse `[b, h, n]` without gradient).
 let apply (config: DilatedConfig) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) : torch.Tensor * torch.Tensor =
     let results = DilatedAttentionFunction.apply (q, k, v, box config)
-    results.[0], results.[1]
+    results.[0], results.[1].detach()

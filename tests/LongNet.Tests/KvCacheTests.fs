@@ -2,6 +2,7 @@
 /// encodings, offsets) and lengths up to several times the largest segment, decoding one token at a
 /// time after a random-length prefill gives the full forward's logits at every position (float64,
 /// within 1e-9), and the cache never holds more than the largest segment.
+[<Xunit.Collection("serial")>]
 module LongNet.Tests.KvCacheTests
 
 open System

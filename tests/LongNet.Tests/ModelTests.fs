@@ -1,6 +1,7 @@
 /// The LongNet modules: shapes, causality of the decoder and not of the encoder, the drop-in
 /// multi-head interface, relative positions of RoPE and xPos, gradients, and configuration errors that
 /// name the field.
+[<Xunit.Collection("serial")>]
 module LongNet.Tests.ModelTests
 
 open System

@@ -93,27 +93,10 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         this.register_module ("dropout", dropout)
         subLayerNorm |> Option.iter (fun m -> this.register_module ("inner_attn_ln", m))
 
-    // Which implementation of dilated attention runs. With gradients: the explicit path (score
-    // matrices, autograd). Without: libtorch's fused kernels where they serve the dtype/device. The
-    // fused path's autograd node (`FusedDilated.apply`, a TorchSharp custom function) crashes the
-    // process when a garbage collection runs during the call (reproduced: a thread calling GC.Collect
-    // beside `FusedDilated.apply` segfaults; `forwardNoGrad` and the explicit path do not), and a
-    // progress bar's render thread makes that likely during training; so training avoids it.
+    // Dilated attention on the default kernel: libtorch's fused kernels where they serve the dtype and
+    // device (with their exact backward), the explicit path otherwise.
     let dilatedAttention (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
-        let needsGrad =
-            torch.is_grad_enabled ()
-            && (q.requires_grad || k.requires_grad || v.requires_grad)
-
-        if not needsGrad && Kernels.supports q then
-            let out, lse = FusedDilated.forwardNoGrad settings.Dilated q k v
-            lse.Dispose()
-            out
-        else
-            let out, lse =
-                DilatedAttention.forwardUsing DilatedAttention.Explicit false settings.Dilated q k v
-
-            lse.Dispose()
-            out
+        DilatedAttention.forward settings.Dilated q k v
 
     let splitHeads (x: torch.Tensor) =
         // [b, n, e] → [b, h, n, d]
