@@ -230,25 +230,16 @@ let private runDistributed (p: Parsed) : int =
             Causal = has p "causal"
         }
 
-    let n =
-        optional p "n"
-        |> Option.map (toInt "n" 1L 16_777_216L)
-        |> Option.defaultValue 65536L
+    let n = intOption p "n" 1L 16_777_216L 65536L
 
     let ranks =
         optional p "ranks"
         |> Option.map (toIntList "ranks" 1L 1024L)
         |> Option.defaultValue [ 1L; 2L; 4L; 8L ]
 
-    let heads =
-        optional p "heads"
-        |> Option.map (toInt "heads" 1L 1024L)
-        |> Option.defaultValue 8L
+    let heads = intOption p "heads" 1L 1024L 8L
 
-    let headDim =
-        optional p "head-dim"
-        |> Option.map (toInt "head-dim" 1L 1024L)
-        |> Option.defaultValue 64L
+    let headDim = intOption p "head-dim" 1L 1024L 64L
 
     for r in ranks do
         if r > n then
@@ -368,20 +359,11 @@ let private runGrid (argv: string list) : int =
         |> Option.map (toInt "repeats" 1L 100L >> int)
         |> Option.defaultValue 3
 
-    let batch =
-        optional p "batch"
-        |> Option.map (toInt "batch" 1L 1024L)
-        |> Option.defaultValue 1L
+    let batch = intOption p "batch" 1L 1024L 1L
 
-    let heads =
-        optional p "heads"
-        |> Option.map (toInt "heads" 1L 1024L)
-        |> Option.defaultValue 8L
+    let heads = intOption p "heads" 1L 1024L 8L
 
-    let headDim =
-        optional p "head-dim"
-        |> Option.map (toInt "head-dim" 1L 1024L)
-        |> Option.defaultValue 64L
+    let headDim = intOption p "head-dim" 1L 1024L 64L
 
     let maxDense =
         optional p "max-dense-seconds"

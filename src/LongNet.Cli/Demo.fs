@@ -19,15 +19,9 @@ head dim 64, float32: time, attended pairs versus dense, and the attention graph
 let run (argv: string list) : int =
     let p = parse [ "n"; "seed" ] [] argv
 
-    let n =
-        optional p "n"
-        |> Option.map (toInt "n" 1L 1_048_576L)
-        |> Option.defaultValue 16384L
+    let n = intOption p "n" 1L 1_048_576L 16384L
 
-    let seed =
-        optional p "seed"
-        |> Option.map (toInt "seed" 0L (int64 System.Int32.MaxValue))
-        |> Option.defaultValue 17L
+    let seed = intOption p "seed" 0L (int64 System.Int32.MaxValue) 17L
 
     Native.ensureLoaded () |> ignore
     torch.manual_seed seed |> ignore
