@@ -59,6 +59,7 @@ trx_counts() {
 
 for project in tests/*/; do
   name=$(basename "$project")
+  [ "$name" = LongNet.MpiTests ] && continue # its own suite below (it launches mpirun)
   if [ -f "$project/$name.fsproj" ] || [ -f "$project/$name.csproj" ]; then
     if grep -q '<IsTestProject>true</IsTestProject>' "$project"/*.??proj; then
       step "$name (xunit)"
@@ -67,7 +68,7 @@ for project in tests/*/; do
       record "$name" "$p" "$f"
     elif grep -q '<OutputType>Exe</OutputType>' "$project"/*.??proj; then
       step "$name (Expecto)"
-      dotnet "$project/bin/Release/net10.0/$name.dll" --summary 2>&1 | tee "$results/$name.log" | tail -n 40
+      dotnet "$project/bin/Release/net10.0/$name.dll" --colours 0 --no-spinner 2>&1 | tee "$results/$name.log" | tail -n 40
       line=$(grep -E '[0-9]+ passed, [0-9]+ ignored, [0-9]+ failed, [0-9]+ errored' "$results/$name.log" | tail -n 1)
       if [ -n "$line" ]; then
         p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
@@ -78,6 +79,15 @@ for project in tests/*/; do
   fi
 done
 
+# Sequence-parallel attention over a real MPI: the driver launches `mpirun --allow-run-as-root
+# --oversubscribe -np 2` and `-np 4` itself, plus the fault scenarios, and ends with "MPI: N passed, M failed".
+step "LongNet.MpiTests (mpirun -np 2 and -np 4, fault scenarios)"
+dotnet tests/LongNet.MpiTests/bin/Release/net10.0/LongNet.MpiTests.dll 2>&1 | tee "$results/mpi.log" | tail -n 40
+line=$(grep -E '^MPI: [0-9]+ passed, [0-9]+ failed' "$results/mpi.log" | tail -n 1)
+if [ -n "$line" ]; then
+  record "LongNet.MpiTests" "$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')" "$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')"
+else record "LongNet.MpiTests" 0 1; fi
+
 if [ -d examples ] && ls examples/*.fsx >/dev/null 2>&1; then
   step "examples (dotnet fsi)"
   ep=0; ef=0
@@ -87,6 +97,22 @@ if [ -d examples ] && ls examples/*.fsx >/dev/null 2>&1; then
   done
   record "examples" "$ep" "$ef"
 fi
+
+if [ -f examples/CSharp/LongNet.Examples.CSharp.csproj ]; then
+  step "example (C#: examples/CSharp)"
+  if dotnet run -c Release --no-build --project examples/CSharp >"$results/example-csharp.log" 2>&1; then
+    cat "$results/example-csharp.log"; record "example (C#)" 1 0
+  else tail -n 40 "$results/example-csharp.log"; record "example (C#)" 0 1; fi
+fi
+
+step "packages (dotnet pack, then install into a fresh C# project)"
+bash tests/packaging/check.sh --no-build 2>&1 | tee "$results/packages.log"
+line=$(grep -E '^packages: [0-9]+ passed, [0-9]+ failed' "$results/packages.log" | tail -n 1)
+if [ -n "$line" ]; then
+  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+  f=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
+else p=0; f=1; fi
+record "packages (NuGet)" "$p" "$f"
 
 echo
 cat "$results/summary"

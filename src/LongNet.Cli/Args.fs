@@ -88,3 +88,7 @@ let toIntList (name: string) (lo: int64) (hi: int64) (text: string) : int64 list
         raise (UsageError $"{normalise name} must be a comma-separated list of integers, got '{text}'.")
 
     items |> Array.map (toInt name lo hi) |> List.ofArray
+
+/// The integer value of an optional option in [lo, hi], or `fallback` when it is absent.
+let intOption (p: Parsed) (name: string) (lo: int64) (hi: int64) (fallback: int64) : int64 =
+    optional p name |> Option.map (toInt name lo hi) |> Option.defaultValue fallback

@@ -1,37 +1,87 @@
-/// The `longnet` command: a table of commands, each a `string list -> int` with its help text.
+/// The `longnet` command: dispatches to the sub-commands, maps errors to exit codes
+/// (0 ok, 2 bad input, 1 failure) and prints errors on stderr as one line.
 module LongNet.Cli.Program
 
 open System
+open LongNet.Cli.Args
 
-/// The commands: name, one-line description, help text and entry point.
-let commands: (string * string * string * (string list -> int)) list =
+let private commands: (string * string * (string list -> int) * string) list =
     [
-        "train", "train a LongNet language model on a corpus", Train.help, Train.run
-        "eval", "perplexity of a checkpoint at several sequence lengths", Evaluate.help, Evaluate.run
-        "generate", "continue a prompt with a checkpoint (KV-cache decoding)", Generate.help, Generate.run
-        "demo", "the main job: train, evaluate and sample a small LongNet in minutes", ModelDemo.help, ModelDemo.run
+        "attend",
+        "dilated attention on .npy files (cross-checks against other implementations)",
+        Attend.run,
+        Attend.help
+        "plan", "coverage, pairs, FLOPs, memory and path length of a configuration", PlanCommand.run, PlanCommand.help
+        "bench",
+        "time and memory of dilated vs dense attention over a grid of N (JSON, table, plots)",
+        Bench.run,
+        Bench.help
+        "train", "train a LongNet language model on a corpus", Train.run, Train.help
+        "eval", "perplexity of a checkpoint at several sequence lengths", Evaluate.run, Evaluate.help
+        "generate", "continue a prompt with a checkpoint (KV-cache decoding)", Generate.run, Generate.help
+        "demo", "the main job: train, evaluate and sample a small LongNet in minutes", ModelDemo.run, ModelDemo.help
+        "passkey", "passkey retrieval over prompt lengths × depths (table, JSON, heatmap)", Passkey.run, Passkey.help
+        "attention-demo", "dilated attention against dense attention, its plan and speed", Demo.run, Demo.help
     ]
 
 let private usage () =
     let lines =
         commands
-        |> List.map (fun (name, description, _, _) -> $"  {name, -10}{description}")
+        |> List.map (fun (name, what, _, _) -> $"  {name, -16}{what}")
         |> String.concat "\n"
 
-    $"usage: longnet <command> [options]   (longnet <command> --help for its options)\n\ncommands:\n{lines}"
+    $"""longnet — LongNet dilated attention for .NET
+
+usage: longnet <command> [options]      longnet <command> --help
+
+commands:
+{lines}
+
+exit codes: 0 success, 2 bad input (message on stderr), 1 failure."""
 
 [<EntryPoint>]
 let main argv =
-    match List.ofArray argv with
-    | []
-    | [ "--help" ]
-    | [ "-h" ]
-    | [ "help" ] ->
-        printfn "%s" (usage ())
-        0
-    | name :: rest ->
-        match commands |> List.tryFind (fun (n, _, _, _) -> n = name) with
-        | Some(_, _, _, run) -> run rest
-        | None ->
-            eprintfn "error: unknown command '%s'.\n%s" name (usage ())
-            2
+    let args = List.ofArray argv
+
+    try
+        match args with
+        | []
+        | [ "--help" ]
+        | [ "-h" ]
+        | [ "help" ] ->
+            printfn "%s" (usage ())
+            0
+        | [ "--version" ] ->
+            let report = LongNet.Native.ensureLoaded ()
+            printfn "longnet %s" (typeof<LongNet.DilatedConfig>.Assembly.GetName().Version.ToString 3)
+            printfn "libtorch: %s" (defaultArg report.TorchLib "(TorchSharp's own search)")
+
+            printfn
+                "bridge:   %s%s"
+                (defaultArg report.LibTorchSharp "(TorchSharp's own search)")
+                (if report.Patched then " (GLIBCXX-weakened copy)" else "")
+
+            0
+        | command :: rest ->
+            match commands |> List.tryFind (fun (name, _, _, _) -> name = command) with
+            | None ->
+                eprintfn
+                    "error: unknown command '%s'. Commands: %s."
+                    command
+                    (commands |> List.map (fun (n, _, _, _) -> n) |> String.concat ", ")
+
+                2
+            | Some(_, _, _, help) when List.contains "--help" rest || List.contains "-h" rest ->
+                printfn "%s" help
+                0
+            | Some(_, _, run, _) -> run rest
+    with
+    | UsageError message ->
+        eprintfn "error: %s" message
+        2
+    | :? ArgumentException as e ->
+        eprintfn "error: %s" e.Message
+        2
+    | e ->
+        eprintfn "failed: %s" (e.GetBaseException().Message)
+        1

@@ -32,7 +32,8 @@ let attendWithCounts
     let qc, kc, vc = q.to_type dtype, k.to_type dtype, v.to_type dtype
     let counts = counts.to_type(dtype).``to`` q.device
     let scores = qc.matmul (kc.transpose (-2L, -1L)) * scale
-    let seen = counts.gt (0.0.ToScalar())
+    use zero = 0.0.ToScalar()
+    let seen = counts.gt zero
 
     let logCounts =
         torch.where (seen, counts.clamp_min(1e-300).log(), torch.zeros_like counts)
@@ -43,6 +44,6 @@ let attendWithCounts
     let peak = scores.amax([| -1L |], true).detach()
     let weights = (scores - peak).exp() * seen.to_type dtype
     let total = weights.sum (-1L, true)
-    let anySeen = total.gt (0.0.ToScalar())
+    let anySeen = total.gt zero
     let out = weights.matmul vc / torch.where (anySeen, total, torch.ones_like total)
     out.to_type q.dtype

@@ -1,6 +1,6 @@
 /// Dilated attention on libtorch's fused kernels, with the exact gradient of the mixture.
-/// Forward: each group's blocks go through one fused call that returns (out, lse); the groups are
-/// mixed by `Mix.mix`. Backward: for each group, the fused backward is called with the upstream
+/// Forward: each group's blocks, as strided views of the inputs (`BlockViews`), go through fused calls
+/// that return (out, lse), merged into running (out, lse) — the `Mix.mix` rule, applied online. Backward: for each group, the fused backward is called with the upstream
 /// gradient, the *mixed* output and the *global* log-sum-exp, so the kernel's softmax is the union
 /// softmax over all groups' keys; summing the groups' dq (and scattering dk, dv) is the true gradient,
 /// mixing weights included. No score matrix is materialised in either direction.
@@ -10,18 +10,26 @@ module LongNet.FusedDilated
 open System.Collections.Generic
 open TorchSharp
 
-let private layoutsOf (config: DilatedConfig) (q: torch.Tensor) =
-    config.Groups
-    |> List.map (fun g -> GroupLayout.create config.Offsets g (int q.shape.[1]) q.shape.[2] q.device)
-
-// Non-causal groups need the padding keys masked; causal ones never see them (padding slots come last).
-let private maskOf (config: DilatedConfig) (layout: GroupLayout.Layout) (q: torch.Tensor) =
-    if config.Causal then
-        None
+/// The dtype running outputs and log-sum-exps are kept in: float64 for float64 inputs, else float32.
+let private accumulatorDtype (q: torch.Tensor) =
+    if q.dtype = torch.ScalarType.Float64 then
+        torch.ScalarType.Float64
     else
-        GroupLayout.keyMask layout q.dtype
+        torch.ScalarType.Float32
+
+/// Every (part, batch item) of every group: the unit one fused kernel call handles.
+let private calls (config: DilatedConfig) (q: torch.Tensor) =
+    let heads, n = int q.shape.[1], q.shape.[2]
+
+    [
+        for g in config.Groups do
+            for part in BlockViews.parts config.Offsets g heads n do
+                for item in 0L .. q.shape.[0] - 1L -> part, item
+    ]
 
 /// The forward pass without autograd: `[b, h, n, d]` q, k, v → (out `[b, h, n, d]`, lse `[b, h, n]`).
+/// Each block family is attended through strided views of the inputs and merged in place into running
+/// (out, lse): lse ← logaddexp(lse, lse_part); out ← out·exp(lse_old − lse) + out_part·exp(lse_part − lse).
 let forwardNoGrad
     (config: DilatedConfig)
     (q: torch.Tensor)
@@ -29,23 +37,34 @@ let forwardNoGrad
     (v: torch.Tensor)
     : torch.Tensor * torch.Tensor =
     let scale = DilatedConfig.scaleFor config (int q.shape.[3])
-    let heads = q.shape.[1]
+    let q, k, v = q.contiguous (), k.contiguous (), v.contiguous ()
+    let dtype = accumulatorDtype q
+    let out = torch.zeros (q.shape, dtype = dtype, device = q.device)
 
-    layoutsOf config q
-    |> List.map (fun layout ->
-        let blocks x =
-            GroupLayout.flatten (GroupLayout.gather layout x)
+    use negativeInfinity = System.Double.NegativeInfinity.ToScalar()
 
-        let out, lse =
-            Kernels.forward scale config.Causal (maskOf config layout q) (blocks q) (blocks k) (blocks v)
+    let lse =
+        torch.full ([| q.shape.[0]; q.shape.[1]; q.shape.[2] |], negativeInfinity, dtype = dtype, device = q.device)
 
-        let out = GroupLayout.unflatten heads out
-        let lse = lse.reshape (out.shape.[0], out.shape.[1], out.shape.[2], out.shape.[3])
-        Scatter.scatter layout.W layout.R layout.N layout.Offsets layout.Real out lse)
-    |> Mix.mix
+    for part, item in calls config q do
+        use _scope = torch.NewDisposeScope()
+        let view = BlockViews.view part item
+
+        let partOut, partLse =
+            Kernels.forward scale config.Causal None (view q) (view k) (view v)
+
+        let runningOut, runningLse = view out, BlockViews.viewRows part item lse
+        let merged = torch.logaddexp (runningLse, partLse)
+        let keep = (runningLse - merged).exp_().unsqueeze -1L
+        let add = (partLse - merged).exp_().unsqueeze -1L
+        runningOut.mul_(keep).add_(partOut.to_type dtype * add) |> ignore
+        runningLse.copy_ merged |> ignore
+
+    out.to_type q.dtype, lse
 
 /// The exact backward: gradients of q, k, v for upstream gradient `dout`, given the mixed output and
-/// global log-sum-exp of the forward pass.
+/// global log-sum-exp of the forward pass. Each block family's fused backward runs on strided views
+/// with the global (out, lse), and its gradients are added in place through the same views.
 let backward
     (config: DilatedConfig)
     (q: torch.Tensor)
@@ -56,39 +75,41 @@ let backward
     (dout: torch.Tensor)
     =
     let scale = DilatedConfig.scaleFor config (int q.shape.[3])
-    let heads = q.shape.[1]
+
+    let q, k, v, out =
+        q.contiguous (), k.contiguous (), v.contiguous (), out.contiguous ()
+
+    let dout = dout.to_type(q.dtype).contiguous()
     // Positions no group covers have lse −∞ and no gradient; any finite stand-in keeps the kernel finite.
-    let lseFinite =
-        (torch.where (lse.isfinite (), lse, torch.zeros_like lse)).unsqueeze -1L
+    let lseFinite = torch.where(lse.isfinite (), lse, torch.zeros_like lse).contiguous()
+    let dtype = accumulatorDtype q
 
-    let dout = dout.to_type q.dtype
-    let zero () = torch.zeros_like q
+    let dq, dk, dv =
+        torch.zeros (q.shape, dtype = dtype, device = q.device),
+        torch.zeros (q.shape, dtype = dtype, device = q.device),
+        torch.zeros (q.shape, dtype = dtype, device = q.device)
 
-    layoutsOf config q
-    |> List.fold
-        (fun (dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor) layout ->
-            let blocks x =
-                GroupLayout.flatten (GroupLayout.gather layout x)
+    for part, item in calls config q do
+        use _scope = torch.NewDisposeScope()
+        let view = BlockViews.view part item
 
-            let lseBlocks = (blocks lseFinite).squeeze -1L
+        let gq, gk, gv =
+            Kernels.backward
+                scale
+                config.Causal
+                None
+                (view dout)
+                (view q)
+                (view k)
+                (view v)
+                (view out)
+                (BlockViews.viewRows part item lseFinite)
 
-            let gq, gk, gv =
-                Kernels.backward
-                    scale
-                    config.Causal
-                    (maskOf config layout q)
-                    (blocks dout)
-                    (blocks q)
-                    (blocks k)
-                    (blocks v)
-                    (blocks out)
-                    lseBlocks
+        (view dq).add_(gq.to_type dtype) |> ignore
+        (view dk).add_(gk.to_type dtype) |> ignore
+        (view dv).add_(gv.to_type dtype) |> ignore
 
-            let back (g: torch.Tensor) =
-                GroupLayout.scatter layout (GroupLayout.unflatten heads g)
-
-            dq + back gq, dk + back gk, dv + back gv)
-        (zero (), zero (), zero ())
+    dq.to_type q.dtype, dk.to_type q.dtype, dv.to_type q.dtype
 
 /// The autograd node: inputs q, k, v and the config; outputs the mixed output and the lse (no gradient).
 type DilatedAttentionFunction() =

@@ -5,7 +5,6 @@
 /// Notation: `[b, h, m, d]` — batch, heads (any flattened block dims), rows per block, head dim.
 module LongNet.Kernels
 
-open System
 open TorchSharp
 
 // The script is a constant: a TorchScript *compile* error would abort the process (TorchSharp
@@ -46,6 +45,20 @@ let private cudaBias (q: torch.Tensor) (k: torch.Tensor) (mask: torch.Tensor opt
 
 let private unit = lazy (torch.jit.compile source)
 
+// TorchSharp's `invoke` turns a double or bool argument into a temporary Scalar and keeps only its
+// native handle, so the GC may free that Scalar before the native call reads it (seen as random
+// "toLong" failures under GC pressure). Pass Scalars we own and keep them alive across the call.
+let private invokeWith<'T> (name: string) (tensors: obj list) (causal: bool) (scale: float) : 'T =
+    use causalScalar = causal.ToScalar()
+    use scaleScalar = scale.ToScalar()
+
+    let result =
+        unit.Force().invoke<'T>(name, Array.ofList (tensors @ [ box causalScalar; box scaleScalar ]))
+
+    System.GC.KeepAlive causalScalar
+    System.GC.KeepAlive scaleScalar
+    result
+
 /// Whether the fused kernels serve tensors of this dtype on this device.
 let supports (t: torch.Tensor) : bool =
     match t.device_type with
@@ -78,19 +91,9 @@ let forward
     (k: torch.Tensor)
     (v: torch.Tensor)
     =
-    // Pass Scalars we own and keep them alive through the call: for a bool or float argument TorchSharp
-    // makes a temporary Scalar that the finalizer may free while the native call still reads it
-    // (intermittent `Scalar::toLong` errors and crashes whenever another thread triggers a GC).
-    use causalArg = causal.ToScalar()
-    use scaleArg = scale.ToScalar()
-
     let struct (out: torch.Tensor, lse: torch.Tensor) =
-        unit
-            .Force()
-            .invoke<struct (torch.Tensor * torch.Tensor)>("forward", q, k, v, Option.toObj mask, causalArg, scaleArg)
+        invokeWith<struct (torch.Tensor * torch.Tensor)> "forward" [ q; k; v; Option.toObj mask ] causal scale
 
-    GC.KeepAlive causalArg
-    GC.KeepAlive scaleArg
     out, lse
 
 /// The attention backward for upstream gradient `g`, given the output `out` and log-sum-exp `lse`
@@ -106,25 +109,11 @@ let backward
     (out: torch.Tensor)
     (lse: torch.Tensor)
     =
-    use causalArg = causal.ToScalar()
-    use scaleArg = scale.ToScalar()
-
     let struct (dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor) =
-        unit
-            .Force()
-            .invoke<struct (torch.Tensor * torch.Tensor * torch.Tensor)>(
-                "backward",
-                g,
-                q,
-                k,
-                v,
-                out,
-                lse,
-                Option.toObj (cudaBias q k mask),
-                causalArg,
-                scaleArg
-            )
+        invokeWith<struct (torch.Tensor * torch.Tensor * torch.Tensor)>
+            "backward"
+            [ g; q; k; v; out; lse; Option.toObj (cudaBias q k mask) ]
+            causal
+            scale
 
-    GC.KeepAlive causalArg
-    GC.KeepAlive scaleArg
     dq, dk, dv

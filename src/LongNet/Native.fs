@@ -124,7 +124,7 @@ module Elf =
 
             copy)
 
-/// The version nodes (`GLIBCXX_…`) that the libstdc++ loaded in this process defines.
+/// The path of the libstdc++ loaded in this process, read from /proc/self/maps.
 let private loadedLibStdCxxPath () =
     try
         File.ReadLines "/proc/self/maps"

@@ -14,6 +14,11 @@ open System
 open TorchSharp
 open LongNet
 
+/// Scalars held for the process: a temporary could be freed by a GC during the native call.
+module internal CacheScalars =
+    /// −∞, created on first use (after the native library is loaded).
+    let negativeInfinity = lazy (System.Double.NegativeInfinity.ToScalar())
+
 /// The keys and values one attention layer keeps for decoding: positions [Start, Start + rows),
 /// keys already position-encoded. Mutable; owned (and disposed) by its `KvCache`.
 [<Sealed>]
@@ -166,7 +171,7 @@ module KvCache =
                         torch.zeros_like q,
                         torch.full (
                             [| b; int64 heads; 1L |],
-                            Double.NegativeInfinity.ToScalar(),
+                            CacheScalars.negativeInfinity.Force(),
                             dtype = lseType,
                             device = device
                         )

@@ -1,0 +1,63 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using FsConfigError = global::LongNet.ConfigError;
+using FsHeadOffsets = global::LongNet.HeadOffsets;
+using FsKernel = global::LongNet.DilatedAttention.Kernel;
+
+namespace LongNet.CSharp;
+
+/// <summary>Conversions between the facade's C# types and the F# core's; never public.</summary>
+internal static class Interop
+{
+    internal static FSharpList<T> ToFSharpList<T>(IEnumerable<T> items) => ListModule.OfSeq(items);
+
+    internal static FSharpOption<T>? ToOption<T>(T? value)
+        where T : struct => value.HasValue ? FSharpOption<T>.Some(value.Value) : FSharpOption<T>.None;
+
+    internal static T? ToNullable<T>(FSharpOption<T>? option)
+        where T : struct => OptionModule.IsSome(option) ? option!.Value : null;
+
+    internal static string? ToNullableString(FSharpOption<string>? option) =>
+        OptionModule.IsSome(option) ? option!.Value : null;
+
+    internal static FsHeadOffsets ToFSharp(HeadOffsets offsets) =>
+        offsets switch
+        {
+            HeadOffsets.Paper => FsHeadOffsets.Paper,
+            HeadOffsets.Blocks => FsHeadOffsets.Blocks,
+            _ => throw new ArgumentOutOfRangeException(nameof(offsets), offsets, "offsets must be Paper or Blocks."),
+        };
+
+    internal static HeadOffsets FromFSharp(FsHeadOffsets offsets) =>
+        offsets.IsPaper ? HeadOffsets.Paper : HeadOffsets.Blocks;
+
+    internal static FsKernel ToFSharp(AttentionKernel kernel) =>
+        kernel switch
+        {
+            AttentionKernel.Fused => FsKernel.Fused,
+            AttentionKernel.Explicit => FsKernel.Explicit,
+            _ => throw new ArgumentOutOfRangeException(nameof(kernel), kernel, "kernel must be Fused or Explicit here."),
+        };
+
+    /// <summary>
+    /// The C# parameter a core configuration error is about: the core names some parameters after its
+    /// own arguments (<c>dilationRates</c>, <c>dilationRate</c>, <c>segmentLength</c>); the builder's are
+    /// <c>segmentLengths</c> and <c>rates</c>.
+    /// </summary>
+    internal static string ParameterName(string coreParameter) =>
+        coreParameter switch
+        {
+            "dilationRates" or "dilationRate" => "rates",
+            "segmentLength" => "segmentLengths",
+            _ => coreParameter,
+        };
+
+    /// <summary>A core configuration error as the exception a C# caller expects.</summary>
+    internal static ArgumentException ToException(FsConfigError error) =>
+        new(error.Message, ParameterName(error.Parameter));
+
+    internal static IReadOnlyList<T> ReadOnly<T>(IEnumerable<T> items) => Array.AsReadOnly(items.ToArray());
+}

@@ -1,0 +1,196 @@
+/// `longnet passkey`: passkey retrieval of a checkpoint over a grid of prompt lengths × depths;
+/// prints an accuracy table, and optionally writes JSON and a heatmap (PNG).
+module LongNet.Cli.Passkey
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open LongNet
+open LongNet.Text
+open LongNet.Training
+open LongNet.Cli.Errors
+
+/// Usage text.
+let help =
+    """longnet passkey --checkpoint PATH --lengths 1024,4096 [--depths 0,0.25,0.5,0.75,1] [--trials N] [--seed S] [--json PATH] [--heatmap PATH]
+
+Passkey retrieval: for every prompt length and depth, N prompts of filler text with a random 5-digit
+pass key hidden at that depth, ending "What is the pass key? The pass key is"; the model continues
+greedily and a trial counts when the generated digits equal the pass key exactly.
+
+  --checkpoint PATH   a checkpoint written by `longnet train`
+  --lengths L,…       prompt lengths in tokens
+  --depths D,…        depths in [0, 1] of the pass key (default 0,0.25,0.5,0.75,1)
+  --trials N          prompts per cell (default 5)
+  --seed S            seed of the pass keys (default 1)
+  --json PATH         also write the results as JSON
+  --heatmap PATH      also draw the accuracy grid as a PNG heatmap
+
+Exit codes: 0 done, 2 bad command line, 1 failure."""
+
+let private valueOptions =
+    [
+        "--checkpoint"
+        "--lengths"
+        "--depths"
+        "--trials"
+        "--seed"
+        "--json"
+        "--heatmap"
+    ]
+
+/// Parses a comma-separated list of depths, each in [0, 1].
+let parseDepths (text: string) : float list =
+    text.Split(',', StringSplitOptions.TrimEntries)
+    |> Array.map (fun d ->
+        let v = Args.toFloat "--depths" false d
+
+        if v < 0.0 || v > 1.0 then
+            raise (Args.UsageError $"--depths must be numbers in [0, 1], got '{d}'.")
+
+        v)
+    |> List.ofArray
+
+/// One cell of the grid: (length, depth, correct trials, trials).
+type Cell =
+    {
+        /// Prompt length in tokens.
+        Length: int
+        /// Depth of the pass key.
+        Depth: float
+        /// Trials whose generated digits matched.
+        Correct: int
+        /// Trials run.
+        Trials: int
+    }
+
+let private writeJson (path: string) (checkpoint: string) (cells: Cell list) =
+    let array = JsonArray()
+
+    for c in cells do
+        let o = JsonObject()
+        o["length"] <- JsonValue.Create c.Length
+        o["depth"] <- JsonValue.Create c.Depth
+        o["correct"] <- JsonValue.Create c.Correct
+        o["trials"] <- JsonValue.Create c.Trials
+        o["accuracy"] <- JsonValue.Create(float c.Correct / float c.Trials)
+        array.Add o
+
+    let root = JsonObject()
+    root["checkpoint"] <- JsonValue.Create(Path.GetFullPath checkpoint)
+    root["cells"] <- array
+    Loading.writeText path (root.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
+
+let private heatmap (path: string) (lengths: int list) (depths: float list) (cells: Cell list) =
+    let grid =
+        Array2D.init depths.Length lengths.Length (fun i j ->
+            let c = cells |> List.find (fun c -> c.Depth = depths.[i] && c.Length = lengths.[j])
+
+            float c.Correct / float c.Trials)
+
+    let plot = new ScottPlot.Plot()
+    plot.Add.Heatmap(grid) |> ignore
+    plot.Title "Passkey retrieval accuracy (rows: depth, columns: length)"
+    plot.SavePng(path, 900, 540) |> ignore
+
+/// Runs `longnet passkey`.
+let run (argv: string list) : int =
+    Errors.guard "passkey" (fun () ->
+        let p = Args.parse valueOptions [ "--help" ] argv
+
+        if Args.has p "--help" then
+            printfn "%s" help
+            0
+        else
+            let checkpoint = Args.required p "--checkpoint"
+
+            let lengths =
+                Args.required p "--lengths"
+                |> Args.toIntList "--lengths" 1L (int64 Int32.MaxValue)
+                |> List.map int
+
+            let depths =
+                Args.optional p "--depths"
+                |> Option.map parseDepths
+                |> Option.defaultValue [ 0.0; 0.25; 0.5; 0.75; 1.0 ]
+
+            let trials =
+                Args.optional p "--trials"
+                |> Option.map (Args.toInt "--trials" 1L 1_000_000L >> int)
+                |> Option.defaultValue 5
+
+            let seed =
+                Args.optional p "--seed"
+                |> Option.map (Args.toInt "--seed" 0L (int64 Int32.MaxValue) >> int)
+                |> Option.defaultValue 1
+
+            let model, tokenizer, _ = Loading.loadModel checkpoint
+            use model = model
+            let rng = Random(seed)
+
+            let settings =
+                {
+                    MaxNewTokens = 8
+                    Sampling = Sampling.greedy
+                    StopAtEndOfText = true
+                }
+
+            let cells =
+                [
+                    for length in lengths do
+                        for depth in depths do
+                            let correct =
+                                Seq.init trials (fun _ ->
+                                    let key = Passkey.randomPasskey rng
+
+                                    let prompt =
+                                        try
+                                            Passkey.build tokenizer length depth key
+                                        with :? ArgumentException as e ->
+                                            fail (firstLine e)
+
+                                    let ids =
+                                        Generate.tokens
+                                            model
+                                            prompt.Tokens
+                                            settings
+                                            tokenizer.EndOfText
+                                            (Rng.Create 0L)
+                                            ignore
+                                        |> orFail
+
+                                    Passkey.score key (tokenizer.Decode ids))
+                                |> Seq.filter id
+                                |> Seq.length
+
+                            {
+                                Length = length
+                                Depth = depth
+                                Correct = correct
+                                Trials = trials
+                            }
+                ]
+
+            let header =
+                "depth \\ length"
+                + (lengths |> List.map (fun l -> $"{l, 10}") |> String.concat "")
+
+            printfn "%s" header
+
+            for d in depths do
+                let row =
+                    lengths
+                    |> List.map (fun l ->
+                        let c = cells |> List.find (fun c -> c.Depth = d && c.Length = l)
+                        $"{float c.Correct / float c.Trials, 10:P0}")
+                    |> String.concat ""
+
+                printfn "%-14s%s" (d.ToString(Globalization.CultureInfo.InvariantCulture)) row
+
+            Args.optional p "--json"
+            |> Option.iter (fun path -> writeJson path checkpoint cells)
+
+            Args.optional p "--heatmap"
+            |> Option.iter (fun path -> Plots.attempt path (fun file -> heatmap file lengths depths cells) |> ignore)
+
+            0)

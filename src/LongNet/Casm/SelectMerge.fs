@@ -1,0 +1,288 @@
+/// CASM select-and-merge attention as tensor combinators, one step each:
+/// split into blocks → block summaries → correlation scores → selection → merge → attention.
+/// Notation: tensors `[batch, heads, seq, headDim]` = `[B, H, n, d]`; b block size, nb blocks,
+/// m merge factor, ng query groups, S selected blocks per group (padded to the largest), R = m·b rows.
+/// Explicit (masked softmax) and differentiable in q, k and v; the selection itself is discrete.
+module LongNet.Casm.SelectMerge
+
+open System
+open TorchSharp
+open LongNet
+open LongNet.Modules
+
+/// Splits `x` `[B, H, n, d]` into blocks `[B, H, nb, b, d]` (the last one zero-padded) and returns
+/// them with the validity of each slot `[nb, b]` (bool; false = padding).
+let splitBlocks (blockSize: int) (x: torch.Tensor) : torch.Tensor * torch.Tensor =
+    let n = x.shape.[2]
+    let b = int64 blockSize
+    let blocks = (n + b - 1L) / b
+    let pad = blocks * b - n
+
+    let padded =
+        if pad = 0L then
+            x.alias ()
+        else
+            torch.cat (
+                [|
+                    x
+                    torch.zeros ([| x.shape.[0]; x.shape.[1]; pad; x.shape.[3] |], dtype = x.dtype, device = x.device)
+                |],
+                2L
+            )
+
+    let valid =
+        torch.tensor(Array.init (int (blocks * b)) (fun i -> int64 i < n), device = x.device).reshape(blocks, b)
+
+    padded.reshape (x.shape.[0], x.shape.[1], blocks, b, x.shape.[3]), valid
+
+/// Mean of the real rows: `x` `[…, rows, d]`, `valid` `[…, rows]` (bool, broadcastable; ≥ 1 real row
+/// each) → `[…, d]`.
+let maskedMean (x: torch.Tensor) (valid: torch.Tensor) : torch.Tensor =
+    let w = valid.to_type(x.dtype).unsqueeze -1L
+    (x * w).sum(-2L) / w.sum (-2L)
+
+/// Block summaries: the mean of each key block's real keys, `[B, H, nb, b, d]`, `[nb, b]` → `[B, H, nb, d]`.
+let blockSummaries (blocks: torch.Tensor) (valid: torch.Tensor) : torch.Tensor = maskedMean blocks valid
+
+/// Groups m adjacent query blocks: `[B, H, nb, b, d]`, `[nb, b]` → `[B, H, ng, m·b, d]` and `[ng, m·b]`
+/// (missing blocks of the last group are zero padding).
+let groupBlocks (mergeFactor: int) (blocks: torch.Tensor) (valid: torch.Tensor) : torch.Tensor * torch.Tensor =
+    let s = blocks.shape
+    let nb, b, m = s.[2], s.[3], int64 mergeFactor
+    let groups = (nb + m - 1L) / m
+    let extra = groups * m - nb
+
+    let blocks, valid =
+        if extra = 0L then
+            blocks.alias (), valid.alias ()
+        else
+            torch.cat (
+                [|
+                    blocks
+                    torch.zeros ([| s.[0]; s.[1]; extra; b; s.[4] |], dtype = blocks.dtype, device = blocks.device)
+                |],
+                2L
+            ),
+            torch.cat (
+                [|
+                    valid
+                    torch.zeros ([| extra; b |], dtype = torch.ScalarType.Bool, device = valid.device)
+                |],
+                0L
+            )
+
+    blocks.reshape (s.[0], s.[1], groups, m * b, s.[4]), valid.reshape (groups, m * b)
+
+/// Correlation scores: each query group's mean query · each key-block summary,
+/// `[B, H, ng, d]` × `[B, H, nb, d]` → `[B, H, ng, nb]`.
+let correlationScores (groupQueries: torch.Tensor) (keySummaries: torch.Tensor) : torch.Tensor =
+    groupQueries.matmul (keySummaries.transpose (-2L, -1L))
+
+/// The selected key blocks of every (batch, head, group), from scores `[B, H, ng, nb]`:
+/// `result.[((β·H)+η)·ng + g]` = `SelectMergePlan.select` of that row (ascending block indices).
+let selectBlocks (config: SelectMergeConfig) (scores: torch.Tensor) : int[][] =
+    let s = scores.shape
+    let nb = int s.[3]
+    let rows = int (s.[0] * s.[1] * s.[2])
+    let groups = int s.[2]
+
+    let values =
+        scores.detach().to_type(torch.ScalarType.Float64).cpu().contiguous().data<float>().ToArray()
+
+    Array.init rows (fun r -> SelectMergePlan.select config nb (r % groups) (Array.sub values (r * nb) nb))
+
+/// The merged key/value sequences: for each group, its selected blocks (ascending) concatenated.
+/// Inputs: blocks `[B, H, nb, b, d]`, the selection, and the slot count S (≥ every selection's length).
+/// Output `[B, H, ng, S·b, d]`; unused slots repeat block 0 and must be masked (see `mergedKeyLayout`).
+let merge (selection: int[][]) (slots: int) (blocks: torch.Tensor) : torch.Tensor =
+    let s = blocks.shape
+    let bsz, heads, nb, b, d = s.[0], s.[1], s.[2], s.[3], s.[4]
+    let groups = int64 selection.Length / (bsz * heads)
+
+    let index =
+        Array.init (selection.Length * slots) (fun i ->
+            let sel = selection.[i / slots]
+            let slot = i % slots
+            if slot < sel.Length then int64 sel.[slot] else 0L)
+
+    let index =
+        torch
+            .tensor(index, device = blocks.device)
+            .reshape(bsz, heads, groups * int64 slots, 1L)
+            .expand(bsz, heads, groups * int64 slots, b * d)
+
+    let flat = blocks.reshape (bsz, heads, nb, b * d)
+    torch.gather(flat, 2L, index).reshape(bsz, heads, groups, int64 slots * b, d)
+
+/// Positions of the merged keys, each `[B, H, ng, S·b]` (int64): (original position, renumbered
+/// position = slot index in the merged sequence, valid = a real key in a used slot).
+let mergedKeyLayout
+    (selection: int[][])
+    (slots: int)
+    (blockSize: int)
+    (length: int)
+    (shape: int64[])
+    (device: torch.Device)
+    : torch.Tensor * torch.Tensor * torch.Tensor =
+    let width = slots * blockSize
+    let total = selection.Length * width
+
+    let original =
+        Array.init total (fun i ->
+            let sel = selection.[i / width]
+            let slot = (i % width) / blockSize
+            let block = if slot < sel.Length then sel.[slot] else 0
+            int64 (block * blockSize + i % blockSize))
+
+    let valid =
+        Array.init total (fun i ->
+            let slot = (i % width) / blockSize
+            slot < selection.[i / width].Length && original.[i] < int64 length)
+
+    let renumbered = Array.init total (fun i -> int64 (i % width))
+
+    let make (a: int64[]) =
+        torch.tensor(a, device = device).reshape shape
+
+    make original, make renumbered, torch.tensor(valid, device = device).reshape shape
+
+/// Positions of the grouped queries `[B, H, ng, m·b]` (int64): (original position, renumbered
+/// position = where the query's own block sits in its group's merged sequence, plus its offset).
+let groupQueryLayout
+    (config: SelectMergeConfig)
+    (selection: int[][])
+    (groups: int)
+    (shape: int64[])
+    (device: torch.Device)
+    : torch.Tensor * torch.Tensor =
+    let b, m = config.BlockSize, config.MergeFactor
+    let width = m * b
+    let total = selection.Length * width
+
+    let original =
+        Array.init total (fun i -> int64 (((i / width) % groups) * width + i % width))
+
+    let renumbered =
+        Array.init total (fun i ->
+            let block = int original.[i] / b
+            let slot = Array.IndexOf(selection.[i / width], block)
+            if slot < 0 then 0L else int64 (slot * b + i % b))
+
+    let make (a: int64[]) =
+        torch.tensor(a, device = device).reshape shape
+
+    make original, make renumbered
+
+/// RoPE (interleaved pairs, as `Rope.rotate`) at per-row `positions` `[…, n]` (int64, broadcastable to
+/// the leading dims of `x`) for `x` `[…, n, d]`: angles p·θ^(−2i/d) in float64, then x's dtype.
+let rotateAt (settings: RopeSettings) (positions: torch.Tensor) (x: torch.Tensor) : torch.Tensor =
+    let d = int x.shape.[x.shape.Length - 1]
+
+    let frequencies =
+        torch.tensor (Rope.inverseFrequencies settings.Base d, dtype = torch.float64, device = x.device)
+
+    let positions =
+        match settings.Scaling with
+        | Unscaled -> positions.to_type torch.float64
+
+    let angles = positions.unsqueeze(-1L).mul frequencies
+
+    let widen (a: torch.Tensor) (b: torch.Tensor) =
+        torch.stack([| a; b |], -1L).flatten(-2L)
+
+    let cos = widen (angles.cos ()) (angles.cos ())
+    let sin = widen (angles.sin().neg()) (angles.sin ())
+    x * cos.to_type x.dtype + Rope.swapPairs x * sin.to_type x.dtype
+
+/// Masked softmax attention of grouped queries over merged keys: q `[…, R, d]`, k/v `[…, K, d]`,
+/// `allowed` `[…, R, K]` (bool) → (out `[…, R, d]`, lse `[…, R]`), Attend-style (float64 stays float64).
+let attendMasked
+    (scale: float)
+    (allowed: torch.Tensor)
+    (q: torch.Tensor)
+    (k: torch.Tensor)
+    (v: torch.Tensor)
+    : torch.Tensor * torch.Tensor =
+    let dtype =
+        if q.dtype = torch.ScalarType.Float64 then
+            torch.ScalarType.Float64
+        else
+            torch.ScalarType.Float32
+
+    use scaleScalar = scale.ToScalar()
+    use fill = Attend.maskedScore.ToScalar()
+
+    let scores =
+        q
+            .to_type(dtype)
+            .matmul(k.to_type(dtype).transpose(-2L, -1L))
+            .mul(scaleScalar)
+            .masked_fill(allowed.logical_not (), fill)
+
+    let lse = scores.logsumexp (-1L, true)
+    let out = (scores - lse).exp().matmul(v.to_type dtype)
+    out.to_type q.dtype, lse.squeeze -1L
+
+/// Select-and-merge attention `[B, H, n, d]` → (out `[B, H, n, d]`, lse `[B, H, n]`): each group of m
+/// query blocks attends over the concatenation of its selected key blocks, with causal masking on
+/// original positions and padding masked; `rope` rotates q/k at original or renumbered positions.
+let attend
+    (config: SelectMergeConfig)
+    (rope: RopeSettings option)
+    (scale: float)
+    (q: torch.Tensor)
+    (k: torch.Tensor)
+    (v: torch.Tensor)
+    : torch.Tensor * torch.Tensor =
+    let config = SelectMergeConfig.validate config
+
+    if q.dim () <> 4L || k.dim () <> 4L || v.dim () <> 4L then
+        invalidArg "q" "q, k and v must be [batch, heads, seq, headDim]."
+
+    let n = q.shape.[2]
+
+    let q, k =
+        match rope with
+        | Some settings when not config.RenumberPositions ->
+            let positions = torch.arange (n, dtype = torch.int64, device = q.device)
+            rotateAt settings positions q, rotateAt settings positions k
+        | _ -> q.alias (), k.alias ()
+
+    let qBlocks, valid = splitBlocks config.BlockSize q
+    let kBlocks, _ = splitBlocks config.BlockSize k
+    let vBlocks, _ = splitBlocks config.BlockSize v
+    let qGroups, qValid = groupBlocks config.MergeFactor qBlocks valid
+
+    let scores =
+        correlationScores (maskedMean qGroups qValid) (blockSummaries kBlocks valid)
+
+    let selection = selectBlocks config scores
+    let slots = selection |> Array.map Array.length |> Array.max
+    let bsz, heads, groups = q.shape.[0], q.shape.[1], qGroups.shape.[2]
+    let kMerged = merge selection slots kBlocks
+    let vMerged = merge selection slots vBlocks
+
+    let keyOriginal, keyRenumbered, keyValid =
+        mergedKeyLayout selection slots config.BlockSize (int n) kMerged.shape.[..3] q.device
+
+    let queryOriginal, queryRenumbered =
+        groupQueryLayout config selection (int groups) qGroups.shape.[..3] q.device
+
+    let qGroups, kMerged =
+        match rope with
+        | Some settings when config.RenumberPositions ->
+            rotateAt settings queryRenumbered qGroups, rotateAt settings keyRenumbered kMerged
+        | _ -> qGroups, kMerged
+
+    let allowed = keyValid.unsqueeze -2L
+
+    let allowed =
+        if config.Causal then
+            allowed.logical_and (keyOriginal.unsqueeze(-2L).le(queryOriginal.unsqueeze -1L))
+        else
+            allowed
+
+    let out, lse = attendMasked scale allowed qGroups kMerged vMerged
+    let rows = groups * qGroups.shape.[3]
+
+    out.reshape(bsz, heads, rows, q.shape.[3]).narrow(2L, 0L, n), lse.reshape(bsz, heads, rows).narrow(2L, 0L, n)

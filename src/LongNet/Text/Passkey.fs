@@ -1,0 +1,111 @@
+/// Passkey retrieval prompts (seed 001 evaluation): filler sentences repeated to a target length in
+/// tokens, a pass-key sentence inserted at a depth in [0, 1], and a closing question; scoring is the
+/// exact match of the digits the model generates.
+namespace LongNet.Text
+
+open System
+
+/// One passkey prompt.
+type PasskeyPrompt =
+    {
+        /// The prompt text (decoded from `Tokens`).
+        Text: string
+        /// The prompt's token ids; exactly the target length.
+        Tokens: int[]
+        /// The digits to retrieve.
+        Passkey: string
+        /// The requested depth in [0, 1].
+        Depth: float
+        /// The token index where the pass-key sentence starts.
+        NeedleStart: int
+    }
+
+/// Building and scoring passkey prompts.
+module Passkey =
+    /// The filler sentences, repeated (each followed by a space).
+    let fillerSentences =
+        [|
+            "The grass is green."
+            "The sky is blue."
+            "The sun is yellow."
+            "Here we go."
+            "There and back again."
+        |]
+
+    /// The pass-key sentence for `passkey`, with a trailing space.
+    let needle (passkey: string) : string =
+        $"The pass key is {passkey}. Remember it. {passkey} is the pass key. "
+
+    /// The closing question the model continues.
+    let question = "What is the pass key? The pass key is"
+
+    /// The fewest tokens a prompt for `passkey` can have: the pass-key sentence plus the question.
+    let frameLength (tokenizer: ITokenizer) (passkey: string) : int =
+        (tokenizer.Encode(needle passkey)).Length + (tokenizer.Encode question).Length
+
+    /// A random 5-digit pass key (10000 … 99999) from `rng`.
+    let randomPasskey (rng: Random) : string = string (rng.Next(10000, 100000))
+
+    /// A prompt of exactly `targetLength` tokens with the pass-key sentence at the filler sentence boundary
+    /// nearest below depth·(filler tokens) (0 = first, 1 = just before the question). The filler is cut at
+    /// the token where the budget ends. Raises ArgumentOutOfRangeException naming `depth` or `targetLength`.
+    let build (tokenizer: ITokenizer) (targetLength: int) (depth: float) (passkey: string) : PasskeyPrompt =
+        if String.IsNullOrEmpty passkey || not (passkey |> Seq.forall Char.IsAsciiDigit) then
+            invalidArg "passkey" $"passkey must be a non-empty string of digits, got '{passkey}'."
+
+        if not (depth >= 0.0 && depth <= 1.0) then
+            raise (ArgumentOutOfRangeException("depth", box depth, $"depth must be in [0, 1], got {depth}."))
+
+        let frame = frameLength tokenizer passkey
+
+        if targetLength < frame then
+            raise (
+                ArgumentOutOfRangeException(
+                    "targetLength",
+                    box targetLength,
+                    $"targetLength must be ≥ {frame} (the pass-key sentence and the question), got {targetLength}."
+                )
+            )
+
+        let budget = targetLength - frame
+        let sentences = fillerSentences |> Array.map (fun s -> tokenizer.Encode(s + " "))
+        let filler = ResizeArray<int>()
+        let boundaries = ResizeArray<int>([ 0 ])
+        let mutable i = 0
+
+        while filler.Count < budget do
+            let s = sentences.[i % sentences.Length]
+            filler.AddRange(Array.truncate (budget - filler.Count) s)
+            boundaries.Add filler.Count
+            i <- i + 1
+
+        let wanted = int (Math.Floor(depth * float budget))
+        let at = boundaries |> Seq.filter (fun b -> b <= wanted) |> Seq.max
+        let filler = filler.ToArray()
+
+        let tokens =
+            Array.concat
+                [
+                    filler.[.. at - 1]
+                    tokenizer.Encode(needle passkey)
+                    filler.[at..]
+                    tokenizer.Encode question
+                ]
+
+        {
+            Text = tokenizer.Decode tokens
+            Tokens = tokens
+            Passkey = passkey
+            Depth = depth
+            NeedleStart = at
+        }
+
+    /// The digits a model generated: the first run of ASCII digits after optional whitespace ("" if none).
+    let extractDigits (generated: string) : string =
+        generated.TrimStart()
+        |> Seq.takeWhile Char.IsAsciiDigit
+        |> Seq.toArray
+        |> String
+
+    /// Exact match: the generated digits equal the pass key.
+    let score (passkey: string) (generated: string) : bool = extractDigits generated = passkey

@@ -1,0 +1,11 @@
+/// Assembly-wide test settings.
+module LongNet.Tests.AssemblyInfo
+
+open Xunit
+
+// TorchSharp's Scalar is a raw native handle with a finalizer: every op that takes one (even `a + b`,
+// whose alpha is an implicit Scalar) can read freed memory if another thread triggers a garbage
+// collection during the native call. Test classes running on parallel threads make that likely, so
+// this assembly runs its tests one at a time (a single-threaded program is not exposed).
+[<assembly: CollectionBehavior(DisableTestParallelization = true)>]
+do ()

@@ -1,0 +1,330 @@
+/// CASM select-and-merge attention: equals dense attention when every block is kept (with and without
+/// RoPE, renumbered or not), is causal, selects the truly top-scoring blocks, costs a number of scores
+/// linear in n, is differentiable, and rejects invalid configs naming the parameter.
+/// Serial: torch Scalars must not be finalized by a GC from another test thread mid-call.
+[<Xunit.Collection("serial")>]
+module LongNet.Tests.CasmTests
+
+open System
+open Xunit
+open FsCheck
+open FsCheck.FSharp
+open FsCheck.Xunit
+open TorchSharp
+open LongNet
+open LongNet.Modules
+open LongNet.Casm
+
+let private init =
+    lazy
+        (Native.ensureLoaded () |> ignore
+         torch.set_num_threads 1)
+
+/// A random small attention problem and CASM config.
+type CasmCase =
+    {
+        Batch: int
+        Heads: int
+        HeadDim: int
+        Length: int
+        Config: SelectMergeConfig
+        Seed: int
+    }
+
+let private caseGen =
+    gen {
+        let! batch = Gen.choose (1, 2)
+        let! heads = Gen.choose (1, 3)
+        let! halfDim = Gen.choose (1, 3)
+        let! length = Gen.choose (1, 23)
+        let! blockSize = Gen.choose (1, 5)
+        let! topK = Gen.choose (0, 4)
+        let! mergeFactor = Gen.choose (1, 3)
+        let! sink = Gen.elements [ false; true ]
+        let! causal = Gen.elements [ false; true ]
+        let! renumber = Gen.elements [ false; true ]
+        let! seed = Gen.choose (0, 1_000_000)
+
+        return
+            {
+                Batch = batch
+                Heads = heads
+                HeadDim = 2 * halfDim
+                Length = length
+                Config = SelectMergeConfig.create blockSize topK mergeFactor sink causal renumber
+                Seed = seed
+            }
+    }
+
+/// Arbitraries of this file.
+type Arbitraries =
+    static member CasmCase() = Arb.fromGen caseGen
+
+let private inputs (c: CasmCase) =
+    torch.manual_seed (int64 c.Seed) |> ignore
+    let shape = [| int64 c.Batch; int64 c.Heads; int64 c.Length; int64 c.HeadDim |]
+
+    torch.randn (shape, dtype = torch.float64),
+    torch.randn (shape, dtype = torch.float64),
+    torch.randn (shape, dtype = torch.float64)
+
+let private maxDiff (a: torch.Tensor) (b: torch.Tensor) = (a - b).abs().max().item<float>()
+
+let private keepAll (c: CasmCase) =
+    { c.Config with
+        TopK = SelectMergePlan.blockCount c.Config c.Length
+    }
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
+let ``with top-k at least the block count and no RoPE it equals dense attention`` (c: CasmCase) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let q, k, v = inputs c
+    let scale = 1.0 / sqrt (float c.HeadDim)
+
+    let config =
+        { keepAll c with
+            RenumberPositions = false
+        }
+
+    let out, lse = SelectMerge.attend config None scale q k v
+    let expected, expectedLse = Dense.attend scale config.Causal q k v
+    let worst = max (maxDiff out expected) (maxDiff lse expectedLse)
+    worst <= 1e-10 |> Prop.label $"max |Δ| = {worst:E3}"
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
+let ``with every block kept, RoPE at original or renumbered positions equals dense RoPE attention`` (c: CasmCase) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let q, k, v = inputs c
+    let scale = 1.0 / sqrt (float c.HeadDim)
+    let config = keepAll c
+    let out, _ = SelectMerge.attend config (Some Rope.defaultRope) scale q k v
+
+    let tables =
+        Rope.tables (Rope Rope.defaultRope) c.HeadDim (Array.init c.Length int64) torch.float64 torch.CPU
+
+    let qr, kr = Rope.apply tables q k
+    let expected, _ = Dense.attend scale config.Causal qr kr v
+    let worst = maxDiff out expected
+    worst <= 1e-10 |> Prop.label $"max |Δ| = {worst:E3}"
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
+let ``causal: changing future keys and values never changes earlier outputs`` (c: CasmCase) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let config = { c.Config with Causal = true }
+    let q, k, v = inputs c
+    let cut = c.Seed % c.Length
+    let future = int64 (c.Length - cut - 1)
+
+    let replace (x: torch.Tensor) =
+        if future = 0L then
+            x
+        else
+            torch.cat (
+                [|
+                    x.narrow (2L, 0L, int64 cut + 1L)
+                    torch.randn_like (x.narrow (2L, int64 cut + 1L, future)) * 3.0
+                |],
+                2L
+            )
+
+    let rope = if c.Seed % 2 = 0 then Some Rope.defaultRope else None
+    let scale = 1.0 / sqrt (float c.HeadDim)
+    let before, _ = SelectMerge.attend config rope scale q k v
+    let after, _ = SelectMerge.attend config rope scale q (replace k) (replace v)
+    let n = int64 cut + 1L
+    let worst = maxDiff (before.narrow (2L, 0L, n)) (after.narrow (2L, 0L, n))
+    worst <= 1e-12 |> Prop.label $"outputs ≤ {cut} moved by {worst:E3}"
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
+let ``selection keeps the own blocks, the sink, and exactly the top-k scoring earlier or other blocks`` (c: CasmCase) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let cfg = c.Config
+    let q, k, _ = inputs c
+    let qBlocks, valid = SelectMerge.splitBlocks cfg.BlockSize q
+    let kBlocks, _ = SelectMerge.splitBlocks cfg.BlockSize k
+    let qGroups, qValid = SelectMerge.groupBlocks cfg.MergeFactor qBlocks valid
+
+    let scores =
+        SelectMerge.correlationScores (SelectMerge.maskedMean qGroups qValid) (SelectMerge.blockSummaries kBlocks valid)
+
+    let selection = SelectMerge.selectBlocks cfg scores
+    let nb = SelectMerge.splitBlocks cfg.BlockSize q |> snd |> fun t -> int t.shape.[0]
+    let groups = int scores.shape.[2]
+    let flat = scores.contiguous().data<float>().ToArray()
+    // brute force: block means from scratch, ranks by "how many candidates beat me"
+    let qa = q.contiguous().data<float>().ToArray()
+    let ka = k.contiguous().data<float>().ToArray()
+    let d, n, b, m = c.HeadDim, c.Length, cfg.BlockSize, cfg.MergeFactor
+
+    let mean (a: float[]) (bh: int) (rows: int[]) =
+        Array.init d (fun e -> (rows |> Array.sumBy (fun r -> a.[(bh * n + r) * d + e])) / float rows.Length)
+
+    let failures =
+        [
+            for bh in 0 .. c.Batch * c.Heads - 1 do
+                for g in 0 .. groups - 1 do
+                    let own = [| g * m .. min nb (g * m + m) - 1 |]
+                    let qm = mean qa bh [| g * m * b .. min n ((g * m + m) * b) - 1 |]
+
+                    let score j =
+                        let km = mean ka bh [| j * b .. min n ((j + 1) * b) - 1 |]
+                        Array.fold2 (fun s x y -> s + x * y) 0.0 qm km
+
+                    let sink = cfg.Sink && not (Array.contains 0 own)
+                    let limit = if cfg.Causal then g * m else nb
+
+                    let cands =
+                        [| 0 .. limit - 1 |]
+                        |> Array.filter (fun j -> not (Array.contains j own) && not (sink && j = 0))
+
+                    let beats i j =
+                        score i > score j || (score i = score j && i < j)
+
+                    let top =
+                        cands
+                        |> Array.filter (fun j -> (cands |> Array.filter (fun i -> beats i j)).Length < cfg.TopK)
+
+                    let expected =
+                        Array.concat [ own; (if sink then [| 0 |] else [||]); top ] |> Array.sort
+
+                    let got = selection.[bh * groups + g]
+
+                    for j in 0 .. nb - 1 do
+                        if abs (flat.[(bh * groups + g) * nb + j] - score j) > 1e-9 then
+                            yield $"score ({bh},{g},{j})"
+
+                    if got <> expected then
+                        yield $"group ({bh},{g}): got %A{got}, expected %A{expected}"
+        ]
+
+    List.isEmpty failures |> Prop.label (String.concat "; " failures)
+
+[<Fact>]
+let ``ties go to the lower block index`` () =
+    let config = SelectMergeConfig.create 2 2 1 false false false
+    let picked = SelectMergePlan.select config 6 5 [| 1.0; 3.0; 3.0; 1.0; 3.0; 0.0 |]
+    Assert.Equal<int[]>([| 1; 2; 5 |], picked)
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 100)>]
+let ``the pair count is linear in n for fixed block size, top-k and merge factor`` (c: CasmCase) =
+    let cfg = c.Config
+    let b, m, k = int64 cfg.BlockSize, int64 cfg.MergeFactor, int64 cfg.TopK
+    let perRow = (m + k + 1L) * b
+
+    [ c.Length; 10 * c.Length; 1000 * c.Length ]
+    |> List.forall (fun n ->
+        let pairs = SelectMergePlan.pairCount cfg n
+        pairs <= (int64 n + m * b) * perRow && pairs >= int64 n * b)
+
+[<Fact>]
+let ``doubling n doubles the pair count when every group has k candidates`` () =
+    let config = SelectMergeConfig.create 4 2 1 false false false
+    Assert.Equal(48_000L, SelectMergePlan.pairCount config 4000)
+    Assert.Equal(2L * SelectMergePlan.pairCount config 4000, SelectMergePlan.pairCount config 8000)
+
+[<Fact>]
+let ``gradients flow to queries, keys and values`` () =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let config = SelectMergeConfig.create 3 1 2 true true true
+
+    let make () =
+        torch.randn ([| 1L; 2L; 11L; 4L |], dtype = torch.float64, requires_grad = true)
+
+    let q, k, v = make (), make (), make ()
+    let out, _ = SelectMerge.attend config (Some Rope.defaultRope) 0.5 q k v
+    out.sum().backward()
+
+    for x in [ q; k; v ] do
+        Assert.True(x.grad.abs().sum().item<float>() > 0.0)
+
+[<Theory>]
+[<InlineData(0, 1, 1, "blockSize")>]
+[<InlineData(2, -1, 1, "topK")>]
+[<InlineData(2, 1, 0, "mergeFactor")>]
+let ``invalid configs raise errors naming the parameter`` (blockSize: int, topK: int, mergeFactor: int, name: string) =
+    let e =
+        Assert.Throws<ArgumentOutOfRangeException>(fun () ->
+            SelectMergeConfig.create blockSize topK mergeFactor false true false |> ignore)
+
+    Assert.Equal(name, e.ParamName)
+    Assert.Contains(name, e.Message)
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
+let ``renumbered positions stay below the merged length and a query shares its number with its own key`` (c: CasmCase) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let cfg = c.Config
+    let q, k, _ = inputs c
+    let qBlocks, valid = SelectMerge.splitBlocks cfg.BlockSize q
+    let kBlocks, _ = SelectMerge.splitBlocks cfg.BlockSize k
+    let qGroups, qValid = SelectMerge.groupBlocks cfg.MergeFactor qBlocks valid
+
+    let scores =
+        SelectMerge.correlationScores (SelectMerge.maskedMean qGroups qValid) (SelectMerge.blockSummaries kBlocks valid)
+
+    let selection = SelectMerge.selectBlocks cfg scores
+    let slots = selection |> Array.map Array.length |> Array.max
+    let groups = int qGroups.shape.[2]
+
+    let kOrig, kNum, kValid =
+        SelectMerge.mergedKeyLayout
+            selection
+            slots
+            cfg.BlockSize
+            c.Length
+            [| int64 selection.Length; int64 (slots * cfg.BlockSize) |]
+            torch.CPU
+
+    let qOrig, qNum =
+        SelectMerge.groupQueryLayout cfg selection groups [| int64 selection.Length; qGroups.shape.[3] |] torch.CPU
+
+    let ko, kn, kv =
+        kOrig.data<int64>().ToArray(), kNum.data<int64>().ToArray(), kValid.data<bool>().ToArray()
+
+    let qo, qn = qOrig.data<int64>().ToArray(), qNum.data<int64>().ToArray()
+    let width, rows = slots * cfg.BlockSize, int qGroups.shape.[3]
+    let bound = int64 ((cfg.MergeFactor + cfg.TopK + 1) * cfg.BlockSize)
+
+    let mutable ok = kn |> Array.forall (fun p -> p < bound)
+
+    for g in 0 .. selection.Length - 1 do
+        for r in 0 .. rows - 1 do
+            let pos = qo.[g * rows + r]
+
+            if pos < int64 c.Length then
+                let own =
+                    [| 0 .. width - 1 |]
+                    |> Array.find (fun j -> kv.[g * width + j] && ko.[g * width + j] = pos)
+
+                ok <- ok && qn.[g * rows + r] = kn.[g * width + own]
+
+    ok
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 20)>]
+let ``with every block kept, gradients equal dense attention's`` (c: CasmCase) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let q0, k0, v0 = inputs c
+    let scale = 1.0 / sqrt (float c.HeadDim)
+
+    let config =
+        { keepAll c with
+            RenumberPositions = false
+        }
+
+    let grads (f: torch.Tensor -> torch.Tensor -> torch.Tensor -> torch.Tensor) =
+        let q, k, v =
+            q0.detach().requires_grad_ true, k0.detach().requires_grad_ true, v0.detach().requires_grad_ true
+
+        (f q k v * torch.cos (q0 + v0)).sum().backward()
+        [ q.grad; k.grad; v.grad ]
+
+    let casm = grads (fun q k v -> fst (SelectMerge.attend config None scale q k v))
+    let dense = grads (fun q k v -> fst (Dense.attend scale config.Causal q k v))
+    let worst = List.map2 maxDiff casm dense |> List.max
+    worst <= 1e-10 |> Prop.label $"max |Δ grad| = {worst:E3}"

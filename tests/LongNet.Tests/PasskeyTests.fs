@@ -1,0 +1,113 @@
+/// Passkey prompts: exact token length, the pass-key sentence at the requested depth, the closing
+/// question last, exact-match scoring, and errors naming the parameter.
+module LongNet.Tests.PasskeyTests
+
+open System
+open Xunit
+open FsCheck
+open FsCheck.FSharp
+open FsCheck.Xunit
+open LongNet.Text
+
+let private bytes = Tokenizer.byteLevel ()
+
+[<Property(MaxTest = 100)>]
+let ``a prompt has exactly the target length, one pass-key sentence near the depth, and ends with the question``
+    (extra: NonNegativeInt)
+    (depthSeed: NonNegativeInt)
+    =
+    let passkey = "40372"
+    let frame = Passkey.frameLength bytes passkey
+    let target = frame + extra.Get % 3000
+    let depth = float (depthSeed.Get % 1001) / 1000.0
+    let p = Passkey.build bytes target depth passkey
+    let needle = Passkey.needle passkey
+    let budget = target - frame
+
+    let longestSentence =
+        Passkey.fillerSentences |> Array.map (fun s -> s.Length + 1) |> Array.max
+
+    let wanted = int (Math.Floor(depth * float budget))
+
+    p.Tokens.Length = target
+    && p.Text.EndsWith Passkey.question
+    && p.Text.IndexOf needle = p.NeedleStart
+    && p.Text.LastIndexOf needle = p.NeedleStart
+    && p.NeedleStart <= wanted
+    && wanted - p.NeedleStart < longestSentence
+
+[<Fact>]
+let ``depth 0 puts the pass key first and depth 1 just before the question`` () =
+    let first = Passkey.build bytes 1000 0.0 "12345"
+    Assert.StartsWith("The pass key is 12345. Remember it. 12345 is the pass key.", first.Text)
+    let last = Passkey.build bytes 1000 1.0 "12345"
+
+    Assert.EndsWith(
+        "The pass key is 12345. Remember it. 12345 is the pass key. What is the pass key? The pass key is",
+        last.Text
+    )
+
+    Assert.StartsWith(
+        "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.",
+        last.Text
+    )
+
+[<Fact>]
+let ``the pass key sits at a sentence boundary near the middle at depth 0.5`` () =
+    let p = Passkey.build bytes 4096 0.5 "99999"
+    let before = p.Text.Substring(0, p.NeedleStart)
+    Assert.True(before.EndsWith ". ")
+    Assert.InRange(p.NeedleStart, 2048 - 60 - 30, 2048)
+
+[<Fact>]
+let ``the shortest prompt is the frame alone`` () =
+    let frame = Passkey.frameLength bytes "123"
+    let p = Passkey.build bytes frame 0.3 "123"
+    Assert.Equal(Passkey.needle "123" + Passkey.question, p.Text)
+
+[<Theory>]
+[<InlineData("12345", " 12345.", true)>]
+[<InlineData("12345", "12345 is the key", true)>]
+[<InlineData("12345", " 12346", false)>]
+[<InlineData("12345", " 123456", false)>]
+[<InlineData("12345", " 1234", false)>]
+[<InlineData("12345", "", false)>]
+[<InlineData("12345", " the 12345", false)>]
+let ``scoring is an exact match of the generated digits`` (passkey: string, generated: string, expected: bool) =
+    Assert.Equal(expected, Passkey.score passkey generated)
+
+[<Fact>]
+let ``random pass keys have five digits`` () =
+    let rng = Random(3)
+
+    for _ in 1..100 do
+        let key = Passkey.randomPasskey rng
+        Assert.Equal(5, key.Length)
+        Assert.True(key |> Seq.forall Char.IsAsciiDigit)
+
+[<Theory>]
+[<InlineData(-0.1)>]
+[<InlineData(1.5)>]
+[<InlineData(Double.NaN)>]
+let ``a depth outside 0 to 1 is rejected naming depth`` (depth: float) =
+    let e =
+        Assert.Throws<ArgumentOutOfRangeException>(fun () -> Passkey.build bytes 1000 depth "12345" |> ignore)
+
+    Assert.Equal("depth", e.ParamName)
+
+[<Fact>]
+let ``a length shorter than the frame is rejected naming targetLength`` () =
+    let frame = Passkey.frameLength bytes "12345"
+
+    let e =
+        Assert.Throws<ArgumentOutOfRangeException>(fun () -> Passkey.build bytes (frame - 1) 0.5 "12345" |> ignore)
+
+    Assert.Equal("targetLength", e.ParamName)
+    Assert.Contains(string frame, e.Message)
+
+[<Fact>]
+let ``a pass key that is not digits is rejected naming passkey`` () =
+    let e =
+        Assert.Throws<ArgumentException>(fun () -> Passkey.build bytes 1000 0.5 "12a45" |> ignore)
+
+    Assert.Equal("passkey", e.ParamName)
