@@ -233,6 +233,24 @@ let ``a NaN loss stops training with an error that says what to do`` () =
     | Ok _ -> failwith "a NaN loss was accepted"
 
 [<Fact>]
+let ``training an encoder is refused, naming the field`` () =
+    init.Force()
+
+    let config =
+        { tinyRun Fp32 with
+            Model =
+                { (tinyRun Fp32).Model with
+                    Architecture = Encoder
+                }
+        }
+
+    match TrainSession.Create(config, Tokenizer.byteLevel ()) with
+    | Error e -> Assert.Contains("model.architecture", e)
+    | Ok s ->
+        (s :> IDisposable).Dispose()
+        failwith "an encoder was trained on next-token prediction"
+
+[<Fact>]
 let ``too little training text is refused before any step`` () =
     init.Force()
 

@@ -69,6 +69,9 @@ type TrainSession
         let config = RunConfig.withVocabulary tokenizer config
 
         match ModelConfig.validate config.Model, TrainConfig.validate config.Train with
+        | Ok m, _ when m.Architecture = Encoder ->
+            Error
+                "model.architecture: training predicts the next token and needs a decoder; a non-causal encoder sees the tokens it must predict."
         | Error e, _ -> Error $"model.{e.Parameter}: {e.Message}"
         | _, Error e -> Error $"train.{e.Parameter}: {e.Message}"
         | Ok _, Ok _ ->
