@@ -33,6 +33,7 @@ ensure_packages() {
 }
 
 step "set-up: system packages, tools, paket restore"
+df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 ensure_packages openmpi-bin libopenmpi-dev || { echo "error: could not install Open MPI (needed by the distributed tests)"; exit 1; }
 dotnet tool restore >/dev/null || exit 1
 dotnet paket restore || exit 1
