@@ -1,0 +1,60 @@
+/// The documentation stays honest: every test it cites by name exists in the test sources.
+module LongNet.Tests.DocsTests
+
+open System
+open System.IO
+open System.Text.RegularExpressions
+open Xunit
+
+/// The repository root: the nearest folder above the test binaries holding LongNet.sln.
+let private repositoryRoot () =
+    let rec up (dir: DirectoryInfo) =
+        if isNull dir then
+            failwith "LongNet.sln not found above the test binaries"
+        elif File.Exists(Path.Combine(dir.FullName, "LongNet.sln")) then
+            dir.FullName
+        else
+            up dir.Parent
+
+    up (DirectoryInfo AppContext.BaseDirectory)
+
+/// Test names cited in a markdown text: backticked names inside brackets, [`a`, `b`].
+let citedTestNames (markdown: string) : string list =
+    [
+        for citation in Regex.Matches(markdown, @"\[(`[^`\]]+`(?:,\s*`[^`\]]+`)*)\]") do
+            for name in Regex.Matches(citation.Groups.[1].Value, @"`([^`]+)`") do
+                yield name.Groups.[1].Value
+    ]
+
+[<Fact>]
+let ``citations are read from brackets only`` () =
+    let text = "a [`first test`, `second one`] b `not cited` c [`third`]"
+    Assert.Equal<string list>([ "first test"; "second one"; "third" ], citedTestNames text)
+
+[<Fact>]
+let ``every test named in brackets in the docs exists`` () =
+    let root = repositoryRoot ()
+
+    let sources =
+        Directory.EnumerateFiles(Path.Combine(root, "tests"), "*.fs", SearchOption.AllDirectories)
+        |> Seq.filter (fun f -> not (f.Contains $"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
+        |> Seq.map File.ReadAllText
+        |> String.concat "\n"
+
+    let docs =
+        Directory.EnumerateFiles(Path.Combine(root, "docs"), "*.md", SearchOption.AllDirectories)
+        |> Seq.append [ Path.Combine(root, "README.md") ]
+        |> Seq.toList
+
+    let cited =
+        [
+            for doc in docs do
+                for name in citedTestNames (File.ReadAllText doc) -> Path.GetFileName doc, name
+        ]
+
+    Assert.True(cited.Length >= 20, $"expected the docs to cite at least 20 tests, found {cited.Length}")
+
+    let missing =
+        cited |> List.filter (fun (_, name) -> not (sources.Contains $"``{name}``"))
+
+    Assert.True(missing.IsEmpty, sprintf "tests cited in the docs but not found: %A" missing)
