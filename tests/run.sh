@@ -89,11 +89,18 @@ if [ -n "$line" ]; then
   record "LongNet.MpiTests" "$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')" "$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')"
 else record "LongNet.MpiTests" 0 1; fi
 
+step "docs (fsdocs: the pages and the API reference from the XML docs)"
+if dotnet fsdocs build --properties Configuration=Release LongNetSkipToolRestore=true --output "$results/docs" --clean --strict \
+    >"$results/docs.log" 2>&1 && [ -s "$results/docs/reference/index.html" ]; then
+  echo "ok   docs built ($(find "$results/docs" -name '*.html' | wc -l) pages)"; record "docs (fsdocs)" 1 0
+else tail -n 30 "$results/docs.log"; record "docs (fsdocs)" 0 1; fi
+
 if [ -d examples ] && ls examples/*.fsx >/dev/null 2>&1; then
   step "examples (dotnet fsi)"
   ep=0; ef=0
   for script in examples/*.fsx; do
-    if dotnet fsi "$script" >"$results/example.log" 2>&1; then ep=$((ep + 1)); echo "ok   $script"
+    # A script that writes files takes an output folder as its first argument.
+    if dotnet fsi "$script" "$results/out-$(basename "$script" .fsx)" >"$results/example.log" 2>&1 </dev/null; then ep=$((ep + 1)); echo "ok   $script"
     else ef=$((ef + 1)); echo "FAIL $script"; tail -n 20 "$results/example.log"; fi
   done
   record "examples" "$ep" "$ef"
