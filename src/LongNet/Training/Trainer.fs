@@ -303,6 +303,7 @@ type TrainSession
 
         detached <- true
         (optimizer :> IDisposable).Dispose()
+        model.zero_grad ()
         model.eval ()
         model
 
