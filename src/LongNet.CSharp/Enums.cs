@@ -43,3 +43,59 @@ public enum Connectivity
     /// <summary>Some position never reaches another; the diameter is infinite.</summary>
     Disconnected = 2,
 }
+
+/// <summary>The feed-forward network of each Transformer block.</summary>
+public enum FeedForwardKind
+{
+    /// <summary>w₂(SiLU(w₁x) ⊙ w₃x) (Shazeer 2020, LLaMA): three projections. The default.</summary>
+    SwiGlu = 0,
+
+    /// <summary>fc₂(GELU(fc₁x)) (GPT-2, torchscale): two projections.</summary>
+    Gelu = 1,
+}
+
+/// <summary>Which relative-position scheme attention applies to queries and keys.</summary>
+public enum PositionEncoding
+{
+    /// <summary>No position information beyond the causal mask.</summary>
+    None = 0,
+
+    /// <summary>Rotary position embeddings (RoPE) with base θ (default 10000).</summary>
+    Rope = 1,
+
+    /// <summary>xPos: rotary embeddings whose amplitude decays with distance (scale base γ, default 512).</summary>
+    XPos = 2,
+}
+
+/// <summary>A named starting configuration of a model and its training run.</summary>
+public enum Preset
+{
+    /// <summary>e = 32, 2 layers, 2 heads, groups (16,1) (32,2) (64,4), 60 steps of 4 × 64 tokens: seconds to train.</summary>
+    Tiny = 0,
+
+    /// <summary>e = 128, 3 layers, 4 heads, groups (64,1) (128,2) (256,4), up to 1200 steps of 16 × 256 tokens.</summary>
+    Demo = 1,
+
+    /// <summary>e = 384, 6 layers, 6 heads, groups (128,1) … (1024,8), 5000 steps of 16 × 1024 tokens (a GPU run).</summary>
+    Small = 2,
+}
+
+/// <summary>The number format of weights and activations during training.</summary>
+public enum TrainingPrecision
+{
+    /// <summary>float32 everywhere. The default.</summary>
+    Float32 = 0,
+
+    /// <summary>bfloat16 weights and activations; float32 master weights, optimizer moments and loss.</summary>
+    BFloat16 = 1,
+}
+
+/// <summary>What a benchmark cell times.</summary>
+public enum BenchmarkMode
+{
+    /// <summary>The forward pass ("fwd" in the JSON).</summary>
+    Forward = 0,
+
+    /// <summary>The forward and the backward pass ("fwdbwd" in the JSON).</summary>
+    ForwardBackward = 1,
+}

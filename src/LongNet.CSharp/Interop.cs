@@ -6,6 +6,8 @@ using Microsoft.FSharp.Core;
 using FsConfigError = global::LongNet.ConfigError;
 using FsHeadOffsets = global::LongNet.HeadOffsets;
 using FsKernel = global::LongNet.DilatedAttention.Kernel;
+using FsPosition = global::LongNet.Modules.PositionEncoding;
+using FsRope = global::LongNet.Modules.Rope;
 
 namespace LongNet.CSharp;
 
@@ -52,6 +54,11 @@ internal static class Interop
         {
             "dilationRates" or "dilationRate" => "rates",
             "segmentLength" => "segmentLengths",
+            "embedDim" => "embeddingDim",
+            "vocabSize" => "vocabularySize",
+            "seqLen" => "sequenceLength",
+            "gradClip" => "gradientClip",
+            "evalTokens" => "evaluationTokens",
             _ => coreParameter,
         };
 
@@ -59,5 +66,40 @@ internal static class Interop
     internal static ArgumentException ToException(FsConfigError error) =>
         new(error.Message, ParameterName(error.Parameter));
 
+    /// <summary>RoPE's default base θ.</summary>
+    internal static readonly double DefaultRopeBase = FsRope.defaultRope.Base;
+
+    /// <summary>xPos's default scale base γ.</summary>
+    internal static readonly double DefaultXPosScaleBase = FsRope.defaultXPos.ScaleBase;
+
+    internal static FsPosition ToFSharp(PositionEncoding position, double ropeBase, double xposScaleBase) =>
+        position switch
+        {
+            PositionEncoding.None => FsPosition.NoPosition,
+            PositionEncoding.Rope => FsPosition.NewRope(new global::LongNet.Modules.RopeSettings(ropeBase, global::LongNet.Modules.PositionScaling.Unscaled)),
+            PositionEncoding.XPos => FsPosition.NewXPos(new global::LongNet.Modules.XPosSettings(ropeBase, xposScaleBase)),
+            _ => throw new ArgumentOutOfRangeException(nameof(position), position, "position must be None, Rope or XPos."),
+        };
+
+    /// <summary>The C# scheme, θ and γ of a core position encoding (defaults where the scheme has none).</summary>
+    internal static (PositionEncoding Position, double RopeBase, double XPosScaleBase) FromFSharp(FsPosition position) =>
+        position switch
+        {
+            FsPosition.Rope rope => (PositionEncoding.Rope, rope.Item.Base, DefaultXPosScaleBase),
+            FsPosition.XPos xpos => (PositionEncoding.XPos, xpos.Item.Base, xpos.Item.ScaleBase),
+            _ => (PositionEncoding.None, DefaultRopeBase, DefaultXPosScaleBase),
+        };
+
+    /// <summary>The core's run configuration of a preset.</summary>
+    internal static global::LongNet.Training.RunConfig PresetRun(Preset preset) =>
+        preset switch
+        {
+            Preset.Tiny => global::LongNet.Training.RunConfigModule.tiny,
+            Preset.Demo => global::LongNet.Training.RunConfigModule.demo,
+            Preset.Small => global::LongNet.Training.RunConfigModule.small,
+            _ => throw new ArgumentOutOfRangeException(nameof(preset), preset, "preset must be Tiny, Demo or Small."),
+        };
+
+    /// <summary>A C# array as a read-only list (copied).</summary>
     internal static IReadOnlyList<T> ReadOnly<T>(IEnumerable<T> items) => Array.AsReadOnly(items.ToArray());
 }

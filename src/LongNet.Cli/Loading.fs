@@ -10,22 +10,7 @@ open LongNet.Training
 open LongNet.Cli.Errors
 
 /// Loads a checkpoint's model (weights only) and tokenizer.
-let loadModel (path: string) : LongNetModel * ITokenizer * CheckpointHeader =
-    Native.ensureLoaded () |> ignore
-    let loaded = Checkpoint.load path |> orFail
-
-    try
-        let tokenizer = Tokenizer.ofSpec loaded.Header.Tokenizer |> orFail
-        let model = new LongNetModel(loaded.Header.Model)
-
-        match Checkpoint.loadWeights model loaded.Tensors with
-        | Ok() -> model, tokenizer, loaded.Header
-        | Error e ->
-            model.Dispose()
-            fail $"checkpoint '{path}' does not match its own configuration ({e}); it is damaged."
-    finally
-        for KeyValue(_, t) in loaded.Tensors do
-            t.Dispose()
+let loadModel (path: string) : LongNetModel * ITokenizer * CheckpointHeader = Checkpoint.loadModel path |> orFail
 
 /// Loads and tokenizes a corpus (a file or folder).
 let loadCorpus (tokenizer: ITokenizer) (path: string) : Corpus =

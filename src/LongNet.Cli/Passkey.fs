@@ -51,20 +51,7 @@ let parseDepths (text: string) : float list =
         v)
     |> List.ofArray
 
-/// One cell of the grid: (length, depth, correct trials, trials).
-type Cell =
-    {
-        /// Prompt length in tokens.
-        Length: int
-        /// Depth of the pass key.
-        Depth: float
-        /// Trials whose generated digits matched.
-        Correct: int
-        /// Trials run.
-        Trials: int
-    }
-
-let private writeJson (path: string) (checkpoint: string) (cells: Cell list) =
+let private writeJson (path: string) (checkpoint: string) (cells: PasskeyCell list) =
     let array = JsonArray()
 
     for c in cells do
@@ -81,7 +68,7 @@ let private writeJson (path: string) (checkpoint: string) (cells: Cell list) =
     root["cells"] <- array
     Loading.writeText path (root.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
 
-let private heatmap (path: string) (lengths: int list) (depths: float list) (cells: Cell list) =
+let private heatmap (path: string) (lengths: int list) (depths: float list) (cells: PasskeyCell list) =
     let grid =
         Array2D.init depths.Length lengths.Length (fun i j ->
             let c = cells |> List.find (fun c -> c.Depth = depths.[i] && c.Length = lengths.[j])
@@ -112,7 +99,7 @@ let run (argv: string list) : int =
             let depths =
                 Args.optional p "--depths"
                 |> Option.map parseDepths
-                |> Option.defaultValue [ 0.0; 0.25; 0.5; 0.75; 1.0 ]
+                |> Option.defaultValue PasskeyEvaluation.defaultDepths
 
             let trials =
                 Args.optional p "--trials"
@@ -126,66 +113,15 @@ let run (argv: string list) : int =
 
             let model, tokenizer, _ = Loading.loadModel checkpoint
             use model = model
-            let rng = Random(seed)
-
-            let settings =
-                {
-                    MaxNewTokens = 8
-                    Sampling = Sampling.greedy
-                    StopAtEndOfText = true
-                }
 
             let cells =
-                [
-                    for length in lengths do
-                        for depth in depths do
-                            let correct =
-                                Seq.init trials (fun _ ->
-                                    let key = Passkey.randomPasskey rng
+                try
+                    PasskeyEvaluation.evaluate model tokenizer lengths depths trials seed ignore
+                    |> orFail
+                with :? ArgumentException as e ->
+                    fail (firstLine e)
 
-                                    let prompt =
-                                        try
-                                            Passkey.build tokenizer length depth key
-                                        with :? ArgumentException as e ->
-                                            fail (firstLine e)
-
-                                    let ids =
-                                        Generate.tokens
-                                            model
-                                            prompt.Tokens
-                                            settings
-                                            tokenizer.EndOfText
-                                            (Rng.Create 0L)
-                                            ignore
-                                        |> orFail
-
-                                    Passkey.score key (tokenizer.Decode ids))
-                                |> Seq.filter id
-                                |> Seq.length
-
-                            {
-                                Length = length
-                                Depth = depth
-                                Correct = correct
-                                Trials = trials
-                            }
-                ]
-
-            let header =
-                "depth \\ length"
-                + (lengths |> List.map (fun l -> $"{l, 10}") |> String.concat "")
-
-            printfn "%s" header
-
-            for d in depths do
-                let row =
-                    lengths
-                    |> List.map (fun l ->
-                        let c = cells |> List.find (fun c -> c.Depth = d && c.Length = l)
-                        $"{float c.Correct / float c.Trials, 10:P0}")
-                    |> String.concat ""
-
-                printfn "%-14s%s" (d.ToString(Globalization.CultureInfo.InvariantCulture)) row
+            printfn "%s" (PasskeyEvaluation.table lengths depths cells)
 
             Args.optional p "--json"
             |> Option.iter (fun path -> writeJson path checkpoint cells)

@@ -1,3 +1,4 @@
+using System.Linq;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
@@ -102,5 +103,51 @@ public sealed class DisposeTests
             System.IO.File.Delete(path);
             q.Dispose();
         }
+    }
+
+    [Fact]
+    public void Disposing_a_multihead_layer_frees_its_weights_and_its_forward_leaves_only_the_output()
+    {
+        var before = Live();
+        var layer = MultiheadDilatedAttention.Create().EmbeddingDim(8).Heads(2).Attention(Attention(AttentionKernel.Auto)).Position(PositionEncoding.Rope).Build();
+        var weights = Live();
+        Assert.True(weights > before);
+        var x = randn(2, 11, 8);
+        var output = layer.Forward(x);
+        Assert.Equal(weights + 2, Live());
+        output.Dispose();
+        x.Dispose();
+        layer.Dispose();
+        Assert.Equal(before, Live());
+    }
+
+    [Fact]
+    public void Disposing_a_model_frees_its_weights_and_generation_leaves_nothing_alive()
+    {
+        var before = Live();
+        var model = LongNetModel.Create().Preset(Preset.Tiny).Tokenizer(Tokenizer.ByteLevel()).Seed(1).Build();
+        var weights = Live();
+        Assert.Equal(before + model.Module.parameters().Count(), weights);
+        var tokens = ones(1, 9, dtype: ScalarType.Int64);
+        var logits = model.Forward(tokens);
+        Assert.Equal(weights + 2, Live());
+        logits.Dispose();
+        tokens.Dispose();
+        _ = TextGenerator.Create().MaxNewTokens(5).Build().Generate(model, "abc");
+        Assert.Equal(weights, Live());
+        model.Dispose();
+        Assert.Equal(before, Live());
+    }
+
+    [Fact]
+    public void Disposing_a_training_result_frees_the_trained_model()
+    {
+        var result = Trainer.Create().CorpusText(string.Concat(Enumerable.Repeat("The mill by the river. ", 40)))
+            .Steps(2).SequenceLength(16).BatchSize(2).EvaluationTokens(32).Build().Train();
+        var trained = Live();
+        var parameters = result.Model.Module.parameters().Count();
+        Assert.True(parameters > 0);
+        result.Dispose();
+        Assert.Equal(trained - parameters, Live());
     }
 }

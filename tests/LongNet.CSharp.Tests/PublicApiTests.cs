@@ -136,9 +136,49 @@ public sealed class PublicApiTests
             nameof(DilatedAttention), nameof(DilatedAttentionBuilder), nameof(AttentionResult), nameof(DilatedGroup),
             nameof(AttentionPlan), nameof(GroupPlan), nameof(Connectivity), nameof(HeadOffsets), nameof(AttentionKernel),
             nameof(LongNetRuntime), nameof(NativeLoadInfo), nameof(Npy), nameof(NpyArray), nameof(NpyElementType),
-            nameof(AttentionLayout),
+            nameof(AttentionLayout), nameof(MultiheadDilatedAttention), nameof(MultiheadDilatedAttentionBuilder),
+            nameof(LongNetModel), nameof(LongNetModelBuilder), nameof(Tokenizer), nameof(Trainer), nameof(TrainerBuilder),
+            nameof(TrainingProgress), nameof(TrainingResult), nameof(TextGenerator), nameof(TextGeneratorBuilder),
+            nameof(GenerationResult), nameof(PasskeyEvaluation), nameof(PasskeyEvaluationBuilder), nameof(PasskeyCell),
+            nameof(PasskeyResult), nameof(Benchmark), nameof(BenchmarkBuilder), nameof(BenchmarkCell), nameof(BenchmarkSkip),
+            nameof(BenchmarkMachine), nameof(BenchmarkResult), nameof(FeedForwardKind), nameof(PositionEncoding),
+            nameof(Preset), nameof(TrainingPrecision), nameof(BenchmarkMode),
         ];
         Assert.Subset(Facade.GetExportedTypes().Select(t => t.Name).ToHashSet(), expected.ToHashSet());
-        Assert.True(typeof(IDisposable).IsAssignableFrom(typeof(AttentionResult)));
+        foreach (var owner in new[] { typeof(AttentionResult), typeof(MultiheadDilatedAttention), typeof(LongNetModel), typeof(TrainingResult) })
+        {
+            Assert.True(typeof(IDisposable).IsAssignableFrom(owner), $"{owner} holds native memory and should be IDisposable");
+        }
+    }
+
+    [Fact]
+    public void Every_public_member_of_the_facade_has_an_XML_doc_comment()
+    {
+        var xml = System.IO.Path.ChangeExtension(Facade.Location, ".xml");
+        Assert.True(System.IO.File.Exists(xml), $"{xml} should be generated");
+        var documented = System.Xml.Linq.XDocument.Load(xml).Descendants("member")
+            .Where(m => m.Element("summary") is { } s && s.Value.Trim().Length > 0)
+            .Select(m => (string)m.Attribute("name")!)
+            .ToHashSet();
+
+        foreach (var type in Facade.GetExportedTypes())
+        {
+            Assert.Contains("T:" + type.FullName, documented);
+            const BindingFlags declared = BindingFlags.Public | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
+            foreach (var p in type.GetProperties(declared))
+            {
+                Assert.True(documented.Contains($"P:{type.FullName}.{p.Name}"), $"{type.Name}.{p.Name} has no summary");
+            }
+
+            foreach (var m in type.GetMethods(declared).Where(m => !m.IsSpecialName && m.DeclaringType == type && !m.Name.StartsWith('<')))
+            {
+                if (type.IsEnum || m.IsDefined(typeof(System.Runtime.CompilerServices.CompilerGeneratedAttribute)))
+                {
+                    continue;
+                }
+
+                Assert.True(documented.Any(d => d.StartsWith($"M:{type.FullName}.{m.Name}", StringComparison.Ordinal)), $"{type.Name}.{m.Name} has no summary");
+            }
+        }
     }
 }

@@ -579,3 +579,98 @@ let ``run configuration files fill missing fields from the preset and reject unk
     match RunConfig.ofJsonText "config" "." "{ not json" with
     | Error e -> Assert.Contains("not valid JSON", e)
     | Ok _ -> failwith "bad JSON accepted"
+
+[<Fact>]
+let ``a detached model outlives its session, keeps the trained weights and the session stops training`` () =
+    init.Force()
+
+    let session =
+        TrainSession.Create(tinyRun Fp32, Tokenizer.byteLevel ())
+        |> Result.defaultWith failwith
+
+    losses session 2 |> ignore
+
+    let weights =
+        Checkpoint.weights session.Model |> List.map (fun (n, t) -> n, t.clone ())
+
+    let model = session.DetachModel()
+    (session :> IDisposable).Dispose()
+
+    use model = model
+    Assert.False(model.training)
+
+    for name, expected in weights do
+        let actual = Checkpoint.weights model |> List.find (fun (n, _) -> n = name) |> snd
+        Assert.True(actual.eq(expected).all().item<bool>(), $"weight {name} changed by detaching")
+        expected.Dispose()
+
+    use logits = model.forward (torch.tensor([| 1L; 2L; 3L |]).view(1L, -1L))
+    Assert.Equal<int64[]>([| 1L; 3L; 259L |], logits.shape)
+
+    match session.TrainStep tokens with
+    | Error e -> Assert.Contains("detached", e)
+    | Ok _ -> failwith "a session trained after its model was detached"
+
+    Assert.Throws<InvalidOperationException>(fun () -> session.DetachModel() |> ignore)
+    |> ignore
+
+[<Fact>]
+let ``the passkey grid scores each trial like a hand-made prompt and generation with the same keys`` () =
+    init.Force()
+    torch.manual_seed 3L |> ignore
+    let bytes = Tokenizer.byteLevel ()
+    use model = new LongNetModel((tinyRun Fp32).Model)
+    let lengths, depths, trials, seed = [ 100; 130 ], [ 0.0; 1.0 ], 2, 17
+    let seen = ResizeArray<PasskeyCell>()
+
+    let cells =
+        PasskeyEvaluation.evaluate model bytes lengths depths trials seed seen.Add
+        |> Result.defaultWith failwith
+
+    Assert.Equal<PasskeyCell list>(cells, List.ofSeq seen)
+
+    Assert.Equal<(int * float) list>(
+        [ 100, 0.0; 100, 1.0; 130, 0.0; 130, 1.0 ],
+        cells |> List.map (fun c -> c.Length, c.Depth)
+    )
+
+    let rng = Random(seed)
+
+    let settings =
+        {
+            MaxNewTokens = PasskeyEvaluation.generatedTokens
+            Sampling = Sampling.greedy
+            StopAtEndOfText = true
+        }
+
+    for c in cells do
+        let correct =
+            List.init trials (fun _ ->
+                let key = Passkey.randomPasskey rng
+                let prompt = Passkey.build bytes c.Length c.Depth key
+
+                Generate.tokens model prompt.Tokens settings bytes.EndOfText (Rng.Create 0L) ignore
+                |> Result.defaultWith failwith
+                |> bytes.Decode
+                |> Passkey.score key)
+            |> List.filter id
+            |> List.length
+
+        Assert.Equal(correct, c.Correct)
+        Assert.Equal(trials, c.Trials)
+
+    let table = PasskeyEvaluation.table lengths depths cells
+    Assert.Equal(3, table.Split('\n').Length)
+    Assert.StartsWith("depth \\ length", table)
+
+    let e =
+        Assert.Throws<ArgumentOutOfRangeException>(fun () ->
+            PasskeyEvaluation.evaluate model bytes lengths depths 0 seed ignore |> ignore)
+
+    Assert.Equal("trials", e.ParamName)
+
+    let e =
+        Assert.Throws<ArgumentOutOfRangeException>(fun () ->
+            PasskeyEvaluation.evaluate model bytes [ 5 ] depths 1 seed ignore |> ignore)
+
+    Assert.Equal("targetLength", e.ParamName)

@@ -2,7 +2,8 @@
 # Packaging check: packs LongNet and LongNet.CSharp into a temporary folder feed, checks what a consumer
 # receives (README, MIT licence, XML docs, dependencies: TorchSharp not TorchSharp-cpu, FSharp.Core, LongNet),
 # then creates a fresh C# console project outside the repository (`dotnet new console`), adds
-# LongNet.CSharp and TorchSharp-cpu from that feed plus nuget.org, and runs a program that uses the builder.
+# LongNet.CSharp and TorchSharp-cpu from that feed plus nuget.org, and runs a program that uses the builders
+# (attention, and a tiny model that generates a few tokens).
 # Ends with "packages: N passed, N failed"; exits 1 on any failure.
 #   bash tests/packaging/check.sh              # builds the two projects if needed
 #   bash tests/packaging/check.sh --no-build   # after a Release build (what tests/run.sh does)
@@ -106,11 +107,20 @@ var output = attention.Forward(q, k, v);                      // a convex mixtur
 var explicitOutput = attention.ToBuilder().Kernel(AttentionKernel.Explicit).Build().Forward(q, k, v);
 var agree = output.allclose(explicitOutput, rtol: 0, atol: 1e-12);
 Console.WriteLine($"pairs={plan.AttendedPairs} mean={output.mean().item<double>():F6} kernels-agree={agree}");
+
+using var model = LongNetModel.Create().Vocabulary(32).Embedding(8).Layers(1).Heads(2).FeedForward(16)
+    .Segments(4, 8).Rates(1, 2).Causal().Seed(1).Build();
+var logits = model.Forward(zeros(1, 5, dtype: ScalarType.Int64));
+var next = TextGenerator.Create().MaxNewTokens(3).Greedy().Build().GenerateTokens(model, [1, 2, 3]);
+Console.WriteLine($"logits=[{string.Join(",", logits.shape)}] parameters={model.ParameterCount} generated={next.Length}");
 CS
 expected="pairs=192 mean=1.000000 kernels-agree=True"
+expected_model="logits=[1,5,32] parameters=944 generated=3"
 if (cd "$app" && timeout 300 dotnet run -c Release -p:WarningsAsErrors=nullable -p:CreateHardLinksForCopyLocalIfPossible=true >"$work/run.log" 2>&1); then
-  if grep -qx "$expected" "$work/run.log"; then passed=$((passed + 1)); echo "ok   the consumer program prints: $expected"
+  if grep -qxF "$expected" "$work/run.log"; then passed=$((passed + 1)); echo "ok   the consumer program prints: $expected"
   else failed=$((failed + 1)); echo "FAIL the consumer program should print: $expected"; tail -n 20 "$work/run.log"; fi
+  if grep -qxF "$expected_model" "$work/run.log"; then passed=$((passed + 1)); echo "ok   the consumer program builds a model: $expected_model"
+  else failed=$((failed + 1)); echo "FAIL the consumer program should print: $expected_model"; tail -n 20 "$work/run.log"; fi
 else
   failed=$((failed + 1)); echo "FAIL the consumer program did not build or run"; tail -n 30 "$work/run.log"
 fi

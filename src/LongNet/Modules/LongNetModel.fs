@@ -133,7 +133,10 @@ type LongNetModel(config: ModelConfig) as this =
             if not (isNull l.bias) then
                 init.zeros_ l.bias |> ignore
 
-        init.normal_ (embedding.weight, 0.0, std) |> ignore
+        // TorchSharp's Embedding.weight getter wraps a new handle on every call: free this one
+        let embeddingWeight = embedding.weight
+        init.normal_ (embeddingWeight, 0.0, std) |> ignore
+        embeddingWeight.Dispose()
         head |> Option.iter (fun h -> normal h std)
 
         for block in blocks do

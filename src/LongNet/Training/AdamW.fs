@@ -72,6 +72,9 @@ type AdamW(parameters: (string * Parameter) list, settings: AdamWSettings) =
 
     /// Clears every parameter's gradient.
     member _.ZeroGrad() =
+        // TorchSharp's grad getter wraps a new handle on every call: the scope frees them
+        use scope = torch.NewDisposeScope()
+
         for s in slots do
             let g = s.Parameter.grad
 

@@ -292,3 +292,26 @@ module Checkpoint =
         [
             for struct (name, p) in model.named_parameters () -> $"model.{name}", p :> torch.Tensor
         ]
+
+    /// Loads a checkpoint's model (weights only, in eval mode), its tokenizer and its header; the
+    /// stored tensors are freed before returning. Errors say what is wrong with the file.
+    let loadModel (path: string) : Result<LongNetModel * ITokenizer * CheckpointHeader, string> =
+        Native.ensureLoaded () |> ignore
+
+        load path
+        |> Result.bind (fun loaded ->
+            try
+                Tokenizer.ofSpec loaded.Header.Tokenizer
+                |> Result.bind (fun tokenizer ->
+                    let model = new LongNetModel(loaded.Header.Model)
+
+                    match loadWeights model loaded.Tensors with
+                    | Ok() ->
+                        model.eval ()
+                        Ok(model, tokenizer, loaded.Header)
+                    | Error e ->
+                        model.Dispose()
+                        Error $"checkpoint '{path}' does not match its own configuration ({e}); it is damaged.")
+            finally
+                for KeyValue(_, t) in loaded.Tensors do
+                    t.Dispose())

@@ -51,6 +51,7 @@ type TrainSession
     let mutable tokensSeen = startTokens
     let mutable elapsed = startSeconds
     let mutable schedule = TrainConfig.schedule config.Train
+    let mutable detached = false
 
     static let build (config: RunConfig) =
         Native.ensureLoaded () |> ignore
@@ -194,7 +195,9 @@ type TrainSession
     member _.TrainStep(train: int[]) : Result<StepReport, string> =
         let c = config.Train
 
-        if train.Length < c.SeqLen + 1 then
+        if detached then
+            Error "the model was detached from this session; start a new session to train further."
+        elif train.Length < c.SeqLen + 1 then
             Error
                 $"the training text has {train.Length} tokens; sequences of {c.SeqLen} need at least {c.SeqLen + 1}. Use a larger corpus or a smaller --seq-len."
         else
@@ -283,13 +286,29 @@ type TrainSession
 
     /// Saves the whole state to `path` atomically.
     member s.Save(path: string) =
+        if detached then
+            invalidOp "the model was detached from this session; its optimizer state is gone and cannot be saved."
+
         let tensors =
             Checkpoint.weights model
             @ (optimizer.State |> List.map (fun (name, t) -> $"optim.{name}", t))
 
         Checkpoint.save path s.Header tensors
 
+    /// Ends the run and hands its model to the caller: frees the optimizer state and returns the model
+    /// (in eval mode), which disposing the session then leaves alive. The session cannot train afterwards.
+    member _.DetachModel() : LongNetModel =
+        if detached then
+            invalidOp "the model was already detached from this session."
+
+        detached <- true
+        (optimizer :> IDisposable).Dispose()
+        model.zero_grad ()
+        model.eval ()
+        model
+
     interface IDisposable with
         member _.Dispose() =
-            (optimizer :> IDisposable).Dispose()
-            model.Dispose()
+            if not detached then
+                (optimizer :> IDisposable).Dispose()
+                model.Dispose()

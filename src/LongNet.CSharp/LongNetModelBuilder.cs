@@ -1,0 +1,305 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using FsArchitecture = global::LongNet.Modules.Architecture;
+using FsFeedForwardKind = global::LongNet.Modules.FeedForwardKind;
+using FsModel = global::LongNet.Modules.LongNetModel;
+using FsModelConfig = global::LongNet.Modules.ModelConfig;
+using FsModelConfigModule = global::LongNet.Modules.ModelConfigModule;
+
+namespace LongNet.CSharp;
+
+/// <summary>
+/// Builds a <see cref="LongNetModel"/>, a LongNet language model: start with <see cref="LongNetModel.Create"/>
+/// (the core's defaults: a byte-level causal decoder, e = 256, 4 layers, 8 heads, SwiGLU 688, groups
+/// (64,1) (128,2) (256,4), RoPE), change what you need, end with <see cref="Build"/>.
+/// </summary>
+/// <remarks>
+/// Immutable: every method returns a new builder. Each method checks its own argument at once
+/// (<see cref="ArgumentException"/> or <see cref="ArgumentOutOfRangeException"/> naming the parameter);
+/// <see cref="Build"/> checks what spans several calls (heads divide the width, one rate per segment,
+/// each rate at most its segment, even head width for rotary positions) and creates the weights. The
+/// builder also describes the model a <see cref="Trainer"/> trains.
+/// <code>
+/// using var model = LongNetModel.Create()
+///     .Vocabulary(256).Embedding(64).Layers(2).Heads(4).FeedForward(128)
+///     .Segments(16, 32).Rates(1, 2).Causal()
+///     .Seed(1)
+///     .Build();
+/// </code>
+/// </remarks>
+public sealed class LongNetModelBuilder
+{
+    private readonly Settings settings;
+
+    internal LongNetModelBuilder()
+        : this(FromFSharp(FsModelConfigModule.defaults, null)) { }
+
+    internal LongNetModelBuilder(Settings settings) => this.settings = settings;
+
+    internal static Settings FromFSharp(FsModelConfig c, Tokenizer? tokenizer)
+    {
+        var (position, ropeBase, scaleBase) = Interop.FromFSharp(c.Position);
+        return new Settings(
+            c.VocabSize,
+            c.EmbedDim,
+            c.Layers,
+            c.Heads,
+            c.FeedForwardDim,
+            c.FeedForward.IsSwiGlu ? CSharp.FeedForwardKind.SwiGlu : CSharp.FeedForwardKind.Gelu,
+            c.SegmentLengths.ToArray(),
+            c.DilationRates.ToArray(),
+            Interop.FromFSharp(c.Offsets),
+            c.Architecture.IsDecoder,
+            position,
+            ropeBase,
+            scaleBase,
+            c.SubLayerNorm,
+            c.Dropout,
+            c.Bias,
+            c.TiedEmbeddings,
+            c.LayerNormEpsilon,
+            c.MaxPositions,
+            tokenizer,
+            null);
+    }
+
+    /// <summary>Starts from the model of a preset (see <see cref="Preset"/>), keeping this builder's tokenizer and seed.</summary>
+    /// <param name="preset">Tiny, Demo or Small.</param>
+    /// <returns>A builder with the preset's model settings.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="preset"/> is not a defined value.</exception>
+    public LongNetModelBuilder Preset(Preset preset)
+    {
+        var model = Interop.PresetRun(Checks.Defined(preset, nameof(preset))).Model;
+        var next = FromFSharp(model, settings.Tokenizer) with { Seed = settings.Seed };
+        return new(settings.Tokenizer is { } t ? next with { VocabularySize = t.VocabularySize } : next);
+    }
+
+    /// <summary>The vocabulary size V: token ids are 0 … V−1 (default 259, the byte-level tokenizer's).</summary>
+    /// <param name="vocabularySize">The size, ≥ 2.</param>
+    /// <returns>A builder with this vocabulary size (and no tokenizer).</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="vocabularySize"/> is &lt; 2.</exception>
+    public LongNetModelBuilder Vocabulary(int vocabularySize) =>
+        new(settings with { VocabularySize = Checks.AtLeast(vocabularySize, 2, nameof(vocabularySize)), Tokenizer = null });
+
+    /// <summary>The tokenizer the model reads (sets the vocabulary size to the tokenizer's); text generation needs one.</summary>
+    /// <param name="tokenizer">A tokenizer.</param>
+    /// <returns>A builder with this tokenizer and its vocabulary size.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="tokenizer"/> is null.</exception>
+    public LongNetModelBuilder Tokenizer(Tokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return new(settings with { Tokenizer = tokenizer, VocabularySize = tokenizer.VocabularySize });
+    }
+
+    /// <summary>The embedding width e (a multiple of the head count).</summary>
+    /// <param name="embeddingDim">The width, ≥ 1.</param>
+    /// <returns>A builder with this width.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="embeddingDim"/> is &lt; 1.</exception>
+    public LongNetModelBuilder Embedding(int embeddingDim) => new(settings with { EmbeddingDim = Checks.AtLeast(embeddingDim, 1, nameof(embeddingDim)) });
+
+    /// <summary>The number of Transformer blocks.</summary>
+    /// <param name="layers">The count, in [1, 1024].</param>
+    /// <returns>A builder with this depth.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="layers"/> is not in [1, 1024].</exception>
+    public LongNetModelBuilder Layers(int layers)
+    {
+        if (layers is < 1 or > 1024)
+        {
+            throw new ArgumentOutOfRangeException(nameof(layers), layers, $"layers must be in [1, 1024], got {layers}.");
+        }
+
+        return new(settings with { Layers = layers });
+    }
+
+    /// <summary>Attention heads per block (a divisor of the embedding width).</summary>
+    /// <param name="heads">The count, ≥ 1.</param>
+    /// <returns>A builder with this head count.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="heads"/> is &lt; 1.</exception>
+    public LongNetModelBuilder Heads(int heads) => new(settings with { Heads = Checks.AtLeast(heads, 1, nameof(heads)) });
+
+    /// <summary>The hidden width f of each block's feed-forward network, and optionally its kind.</summary>
+    /// <param name="feedForwardDim">The width, ≥ 1.</param>
+    /// <param name="kind">SwiGlu (default) or Gelu.</param>
+    /// <returns>A builder with this feed-forward network.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="feedForwardDim"/> is &lt; 1, or <paramref name="kind"/> is not a defined value.</exception>
+    public LongNetModelBuilder FeedForward(int feedForwardDim, FeedForwardKind kind = CSharp.FeedForwardKind.SwiGlu) =>
+        new(settings with
+        {
+            FeedForwardDim = Checks.AtLeast(feedForwardDim, 1, nameof(feedForwardDim)),
+            FeedForwardKind = Checks.Defined(kind, nameof(kind)),
+        });
+
+    /// <summary>The segment length w of each dilated-attention group, in the order of <see cref="Rates(int[])"/>.</summary>
+    /// <param name="segmentLengths">One or more lengths, each ≥ 1.</param>
+    /// <returns>A builder with these segment lengths.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="segmentLengths"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="segmentLengths"/> is empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A length is &lt; 1.</exception>
+    public LongNetModelBuilder Segments(params int[] segmentLengths) =>
+        new(settings with { SegmentLengths = Checks.NonEmpty(segmentLengths, nameof(segmentLengths), (v, p) => Checks.AtLeast(v, 1, p)) });
+
+    /// <summary>The dilation rate r of each group, one per segment length.</summary>
+    /// <param name="rates">One or more rates, each ≥ 1 and (checked by <see cref="Build"/>) at most its segment length.</param>
+    /// <returns>A builder with these rates.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="rates"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="rates"/> is empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A rate is &lt; 1.</exception>
+    public LongNetModelBuilder Rates(params int[] rates) =>
+        new(settings with { Rates = Checks.NonEmpty(rates, nameof(rates), (v, p) => Checks.AtLeast(v, 1, p)) });
+
+    /// <summary>Which offset each head uses inside a segment (default <see cref="CSharp.HeadOffsets.Paper"/>).</summary>
+    /// <param name="offsets">Paper or Blocks.</param>
+    /// <returns>A builder with this setting.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="offsets"/> is not a defined value.</exception>
+    public LongNetModelBuilder HeadOffsets(HeadOffsets offsets) => new(settings with { Offsets = Checks.Defined(offsets, nameof(offsets)) });
+
+    /// <summary>A causal decoder, a language model that can generate (the default).</summary>
+    /// <returns>A builder for a decoder.</returns>
+    public LongNetModelBuilder Causal() => new(settings with { Causal = true });
+
+    /// <summary>A non-causal encoder: every position sees its whole segment (cannot generate or be trained on next tokens).</summary>
+    /// <returns>A builder for an encoder.</returns>
+    public LongNetModelBuilder Encoder() => new(settings with { Causal = false });
+
+    /// <summary>The relative positions of attention (default <see cref="PositionEncoding.Rope"/>).</summary>
+    /// <param name="position">None, Rope or XPos.</param>
+    /// <returns>A builder with this setting.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="position"/> is not a defined value.</exception>
+    public LongNetModelBuilder Position(PositionEncoding position) => new(settings with { Position = Checks.Defined(position, nameof(position)) });
+
+    /// <summary>The base θ of the rotary frequencies (default 10000).</summary>
+    /// <param name="ropeBase">A finite number &gt; 1.</param>
+    /// <returns>A builder with this base.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="ropeBase"/> is not a finite number &gt; 1.</exception>
+    public LongNetModelBuilder RopeBase(double ropeBase) => new(settings with { RopeBase = Checks.Above(ropeBase, 1.0, nameof(ropeBase)) });
+
+    /// <summary>xPos's scale base γ (default 512).</summary>
+    /// <param name="xposScaleBase">A finite number &gt; 0.</param>
+    /// <returns>A builder with this scale base.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="xposScaleBase"/> is not a finite number &gt; 0.</exception>
+    public LongNetModelBuilder XPosScaleBase(double xposScaleBase) =>
+        new(settings with { XPosScaleBase = Checks.Above(xposScaleBase, 0.0, nameof(xposScaleBase)) });
+
+    /// <summary>Magneto's sub-LN in attention and feed-forward, with its initialisation gain (default off).</summary>
+    /// <param name="subLayerNorm">True to use sub-LN.</param>
+    /// <returns>A builder with this setting.</returns>
+    public LongNetModelBuilder SubLayerNorm(bool subLayerNorm = true) => new(settings with { SubLayerNorm = subLayerNorm });
+
+    /// <summary>The dropout probability on embeddings, attention and feed-forward outputs in training mode (default 0).</summary>
+    /// <param name="dropout">A probability in [0, 1).</param>
+    /// <returns>A builder with this probability.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="dropout"/> is not in [0, 1).</exception>
+    public LongNetModelBuilder Dropout(double dropout) => new(settings with { Dropout = Checks.InRange(dropout, 0.0, 1.0, nameof(dropout)) });
+
+    /// <summary>Whether linear layers have biases (default: no).</summary>
+    /// <param name="bias">True for biases.</param>
+    /// <returns>A builder with this setting.</returns>
+    public LongNetModelBuilder Bias(bool bias = true) => new(settings with { Bias = bias });
+
+    /// <summary>Whether the output head shares the token embedding's weights (default: yes).</summary>
+    /// <param name="tied">True to tie them.</param>
+    /// <returns>A builder with this setting.</returns>
+    public LongNetModelBuilder TiedEmbeddings(bool tied = true) => new(settings with { TiedEmbeddings = tied });
+
+    /// <summary>ε of every LayerNorm (default 1e-5).</summary>
+    /// <param name="epsilon">A number in (0, 1).</param>
+    /// <returns>A builder with this ε.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="epsilon"/> is not in (0, 1).</exception>
+    public LongNetModelBuilder LayerNormEpsilon(double epsilon) =>
+        new(settings with { LayerNormEpsilon = Checks.InRange(epsilon, 0.0, 1.0, nameof(epsilon), lowIncluded: false) });
+
+    /// <summary>The longest sequence the model accepts (default 2²⁰).</summary>
+    /// <param name="maxPositions">The length, ≥ 1.</param>
+    /// <returns>A builder with this limit.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxPositions"/> is &lt; 1.</exception>
+    public LongNetModelBuilder MaxPositions(int maxPositions) => new(settings with { MaxPositions = Checks.AtLeast(maxPositions, 1, nameof(maxPositions)) });
+
+    /// <summary>
+    /// Seeds libtorch's global generator with this value just before the weights are created, so the same
+    /// seed gives the same model (default: the generator is left as it is). A <see cref="Trainer"/> uses its own seed instead.
+    /// </summary>
+    /// <param name="seed">Any seed.</param>
+    /// <returns>A builder with this seed.</returns>
+    public LongNetModelBuilder Seed(long seed) => new(settings with { Seed = seed });
+
+    /// <summary>Checks the whole configuration and creates the model with freshly initialised weights.</summary>
+    /// <returns>The model; dispose it to free its weights.</returns>
+    /// <exception cref="ArgumentException">
+    /// A setting conflicts with another: rates and segments differ in count (parameter <c>rates</c>), the head count does not
+    /// divide the embedding width (<c>heads</c>), a rotary scheme meets an odd head width (<c>position</c>),
+    /// xPos overflows at <c>maxPositions</c>.
+    /// </exception>
+    /// <exception cref="ArgumentOutOfRangeException">A rate exceeds its segment length (parameter <c>rates</c>).</exception>
+    public LongNetModel Build()
+    {
+        var config = ToFSharp();
+        LongNetRuntime.EnsureLoaded();
+        if (settings.Seed is { } seed)
+        {
+            torch.manual_seed(seed);
+        }
+
+        return new LongNetModel(new FsModel(config), settings.Tokenizer);
+    }
+
+    /// <summary>The checked core configuration this builder describes.</summary>
+    internal FsModelConfig ToFSharp()
+    {
+        // The groups first, through the attention builder, so they fail exactly as DilatedAttention's do.
+        _ = DilatedAttention.Create().Segments(settings.SegmentLengths).Rates(settings.Rates).Causal(settings.Causal).HeadOffsets(settings.Offsets).Build();
+
+        var config = new FsModelConfig(
+            settings.VocabularySize,
+            settings.EmbeddingDim,
+            settings.Layers,
+            settings.Heads,
+            settings.FeedForwardDim,
+            settings.FeedForwardKind == CSharp.FeedForwardKind.SwiGlu ? FsFeedForwardKind.SwiGlu : FsFeedForwardKind.Gelu,
+            Interop.ToFSharpList(settings.SegmentLengths),
+            Interop.ToFSharpList(settings.Rates),
+            Interop.ToFSharp(settings.Offsets),
+            settings.Causal ? FsArchitecture.Decoder : FsArchitecture.Encoder,
+            Interop.ToFSharp(settings.Position, settings.RopeBase, settings.XPosScaleBase),
+            settings.SubLayerNorm,
+            settings.Dropout,
+            settings.Bias,
+            settings.TiedEmbeddings,
+            settings.LayerNormEpsilon,
+            settings.MaxPositions);
+
+        var validated = FsModelConfigModule.validate(config);
+        if (validated.IsError)
+        {
+            throw Interop.ToException(validated.ErrorValue);
+        }
+
+        return config;
+    }
+
+    internal Tokenizer? TokenizerOrNull => settings.Tokenizer;
+
+    internal sealed record Settings(
+        int VocabularySize,
+        int EmbeddingDim,
+        int Layers,
+        int Heads,
+        int FeedForwardDim,
+        FeedForwardKind FeedForwardKind,
+        int[] SegmentLengths,
+        int[] Rates,
+        HeadOffsets Offsets,
+        bool Causal,
+        PositionEncoding Position,
+        double RopeBase,
+        double XPosScaleBase,
+        bool SubLayerNorm,
+        double Dropout,
+        bool Bias,
+        bool TiedEmbeddings,
+        double LayerNormEpsilon,
+        int MaxPositions,
+        Tokenizer? Tokenizer,
+        long? Seed);
+}
