@@ -485,3 +485,13 @@ let ``sumGradients sums and broadcastParameters copies the root's values`` () =
     for grad, value in results do
         Assert.Equal<float[]>([| 6.0; 6.0 |], grad)
         Assert.Equal<float[]>([| 8.0; 8.0 |], value)
+
+[<Fact>]
+let ``a rank without a kept query of a head in a segment receives none of that head's keys there`` () =
+    // w = 8, r = 4, one head (offset 0), n = 10 over 2 ranks: [0, 5) and [5, 10). Segment [0, 8) keeps
+    // positions 0 and 4, both on rank 0; rank 1 holds 5, 6, 7 of it but no kept query, so nothing moves.
+    let config = DilatedConfig.createOrRaise [ 8 ] [ 4 ] Paper false None
+    Assert.Equal<int[][]>([| [| 0; 0 |]; [| 0; 0 |] |], ShardPlan.trafficMatrix config 1 10L 2)
+    // With r = 2 rank 1 keeps position 6, so it receives rank 0's kept keys 0, 2 and 4 of that segment.
+    let config = DilatedConfig.createOrRaise [ 8 ] [ 2 ] Paper false None
+    Assert.Equal<int[][]>([| [| 0; 3 |]; [| 1; 0 |] |], ShardPlan.trafficMatrix config 1 10L 2)
