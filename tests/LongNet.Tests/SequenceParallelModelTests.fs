@@ -93,8 +93,8 @@ let ``the model split over P ranks gives the whole sequence's logits and summed 
 
             let logits = model.ForwardSlice(part input, slice)
             // this rank's tokens' share of the whole sequence's mean loss
-            let loss =
-                Evaluate.crossEntropy logits (part target) * (float slice.Length / float n)
+            use share = (float slice.Length / float n).ToScalar()
+            let loss = (Evaluate.crossEntropy logits (part target)).mul share
 
             loss.backward ()
             DataParallel.sumGradients comm (model.parameters ())

@@ -38,7 +38,8 @@ let private reduce (comm: ICommunicator) (factor: float) (parameters: seq<Parame
             |> Array.map (fun p -> (if isNull p.grad then torch.zeros_like p else p.grad).reshape -1L)
 
         let summed = Collectives.allReduceSum comm (summable (torch.cat (grads, 0L)))
-        let summed = if factor = 1.0 then summed else summed * factor
+        use factorScalar = factor.ToScalar()
+        let summed = if factor = 1.0 then summed else summed.mul factorScalar
         let mutable offset = 0L
 
         for p in group do
