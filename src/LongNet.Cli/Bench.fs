@@ -43,12 +43,15 @@ let private writeAtomically (path: string) (text: string) =
 
 /// Runs `longnet bench --dist`: communication per rank as P grows, on simulated ranks.
 let private runDistributed (p: Parsed) : int =
-    let withDefault name value (p: Parsed) =
-        if p.Values.ContainsKey name then
+    // parsed options are keyed with their dashes ("--segments")
+    let withDefault (name: string) value (p: Parsed) =
+        let key = "--" + name
+
+        if p.Values.ContainsKey key then
             p
         else
             { p with
-                Values = p.Values.Add(name, value)
+                Values = p.Values.Add(key, value)
             }
 
     let p =

@@ -41,10 +41,10 @@ let write (path: string) (title: string) (width: int) (height: int) (rows: Commu
         (rows |> List.map (fun r -> mib (float r.MaxBytes)) |> List.toArray)
 
     line
-        "one segment's dilated K, V per group (h·Σ w/r)"
+        "bound: one segment's dilated K, V per group, both ways (2·h·Σ w/r)"
         Colors.Blue
         LinePattern.Dashed
-        (rows |> List.map (fun r -> mib (float r.SegmentBytes)) |> List.toArray)
+        (rows |> List.map (fun r -> mib (float r.BoundBytes)) |> List.toArray)
 
     plot.Title title
     plot.XLabel "ranks P (log scale)"

@@ -1,11 +1,13 @@
 /// `longnet train`: trains a LongNet language model on a corpus, with a progress bar, logs and
 /// atomic checkpoints in `--out`; `--resume` continues the run stored there with the same losses an
-/// uninterrupted run would have had.
+/// uninterrupted run would have had. `--ranks P` (under `mpirun -np P`) splits every training sequence
+/// over P processes (sequence parallel); rank 0 prints, logs and saves.
 module LongNet.Cli.Train
 
 open System
 open System.IO
 open LongNet
+open LongNet.Distributed
 open LongNet.Modules
 open LongNet.Text
 open LongNet.Training
@@ -13,7 +15,7 @@ open LongNet.Cli.Errors
 
 /// Usage text.
 let help =
-    """longnet train --corpus PATH (--config PATH | --preset NAME) --out DIR [--resume] [--steps N] [--seq-len N] [--seed S]
+    """longnet train --corpus PATH (--config PATH | --preset NAME) --out DIR [--resume] [--steps N] [--seq-len N] [--seed S] [--ranks P]
 
 Trains a LongNet language model (a Transformer whose attention is dilated attention).
 
@@ -25,8 +27,14 @@ Trains a LongNet language model (a Transformer whose attention is dilated attent
   --steps N         total optimizer steps of the run (overrides the configuration; may extend a resumed run)
   --seq-len N       training sequence length (overrides the configuration; not when resuming)
   --seed S          seed of initialisation, batches and dropout (not when resuming)
+  --ranks P         sequence parallel: split every training sequence over P processes started by mpirun
+                    (each holds a contiguous slice; attention exchanges dilated keys/values over MPI;
+                    gradients are summed so every rank takes the same step; rank 0 prints and saves):
+                      mpirun --allow-run-as-root --oversubscribe -np P longnet train --ranks P …
+                    needs Open MPI (apt-get install openmpi-bin libopenmpi-dev); see docs/distributed.md
 
-Ctrl+C stops after the current step and saves. Exit codes: 0 done, 2 bad command line, 1 failure."""
+Ctrl+C stops after the current step and saves (under mpirun, Ctrl+C ends every rank; the last saved
+checkpoint stays). Exit codes: 0 done, 2 bad command line, 1 failure."""
 
 let private valueOptions =
     [
@@ -37,6 +45,7 @@ let private valueOptions =
         "--steps"
         "--seq-len"
         "--seed"
+        "--ranks"
     ]
 
 let private switches = [ "--resume"; "--help" ]
@@ -140,8 +149,136 @@ let private checkResumable (p: Args.Parsed) (requested: RunConfig option) (heade
             fail
                 $"the configuration does not match the checkpoint's (given vs stored: {list}); resume without --config/--preset, or start a new run in another --out."
 
+/// The environment variables mpirun sets in every process it starts: this rank and the number of ranks.
+let private mpiRankVariable, private mpiSizeVariable =
+    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"
+
+let private environmentInt (name: string) =
+    match Int32.TryParse(Environment.GetEnvironmentVariable name) with
+    | true, value -> Some value
+    | _ -> None
+
+/// Checks that this process is one of `ranks` processes started by mpirun, or raises a usage error
+/// saying how to launch.
+let private checkLaunch (ranks: int) =
+    let launch =
+        $"start it as mpirun --allow-run-as-root --oversubscribe -np {ranks} longnet train --ranks {ranks} … (Open MPI: apt-get install openmpi-bin libopenmpi-dev)"
+
+    match environmentInt mpiSizeVariable with
+    | None -> raise (Args.UsageError $"--ranks {ranks} needs {ranks} processes started by mpirun; {launch}.")
+    | Some size when size <> ranks ->
+        raise (Args.UsageError $"--ranks {ranks} but mpirun started {size} processes; {launch}.")
+    | Some _ -> ()
+
+/// Trains on this process (`split` = None) or on this rank of a split run.
+let private train (p: Args.Parsed) (split: ICommunicator option) : int =
+    let corpusPath = Args.required p "--corpus"
+    let outDir = Args.required p "--out"
+    let requested = configFrom p
+    let resume = Args.has p "--resume"
+    let leader = split |> Option.forall (fun c -> c.Rank = 0)
+    Native.ensureLoaded () |> ignore
+    let checkpoint = TrainLoop.checkpointPath outDir
+
+    let session =
+        if resume then
+            let loaded = Checkpoint.load checkpoint |> orFail
+            checkResumable p requested loaded.Header
+
+            let steps =
+                Args.optional p "--steps"
+                |> Option.map (Args.toInt "--steps" 1L 100_000_000L >> int)
+
+            let session =
+                match split with
+                | None -> TrainSession.Resume(loaded, steps)
+                | Some comm -> TrainSession.Resume(loaded, steps, comm)
+
+            for KeyValue(_, t) in loaded.Tensors do
+                t.Dispose()
+
+            let session = orFail session
+
+            if leader then
+                printfn "resuming %s at step %d of %d" checkpoint session.Step session.Config.Train.Steps
+
+            session
+        else
+            if File.Exists checkpoint then
+                fail $"'{outDir}' already holds a checkpoint; pass --resume to continue it, or choose another --out."
+
+            let config = overrides p requested.Value
+            let tokenizer = RunConfig.tokenizer config |> orFail
+
+            match split with
+            | None -> TrainSession.Create(config, tokenizer)
+            | Some comm -> TrainSession.Create(config, tokenizer, comm)
+            |> orFail
+
+    use session = session
+    let corpus = Loading.loadCorpus session.Tokenizer corpusPath
+
+    if leader then
+        Directory.CreateDirectory outDir |> ignore
+
+        if not resume then
+            Loading.writeConfig outDir session.Config
+
+        describe session corpus
+
+        split
+        |> Option.iter (fun comm ->
+            printfn
+                "sequence parallel: %d ranks, each holding %d of every %d-token sequence"
+                comm.Size
+                (int (snd (ShardPlan.slice (int64 session.Config.Train.SeqLen) comm.Size 0)))
+                session.Config.Train.SeqLen)
+
+    let outcome =
+        TrainLoop.run
+            session
+            corpus
+            {
+                OutDir = outDir
+                TimeBudget = None
+                FitStepsToBudget = false
+            }
+
+    match List.tryLast outcome.Reports, List.tryLast outcome.Validation with
+    | _ when not leader -> ()
+    | Some last, validation ->
+        let rate =
+            float (outcome.Reports |> List.sumBy _.Tokens)
+            / (outcome.Reports |> List.sumBy _.StepSeconds)
+
+        printfn
+            "%s at step %d: loss %.4f%s, %.0f tokens/s; checkpoint %s"
+            (if outcome.Interrupted then "stopped" else "done")
+            last.Step
+            last.Loss
+            (match validation with
+             | Some(_, v) -> $", validation loss {v:F4} (perplexity {exp v:F2})"
+             | None -> "")
+            rate
+            checkpoint
+    | None, _ -> printfn "no steps run; checkpoint %s unchanged" checkpoint
+
+    0
+
 /// Runs `longnet train`.
 let run (argv: string list) : int =
+    let ranks =
+        // parsed again, with errors, below; here only to keep ranks > 0 quiet before MPI starts
+        argv |> List.contains "--ranks"
+
+    let rank = environmentInt mpiRankVariable |> Option.defaultValue 0
+    let errors = Console.Error
+
+    if ranks && rank > 0 then
+        // every rank checks the command line identically; rank 0 reports
+        Console.SetOut IO.TextWriter.Null
+        Console.SetError IO.TextWriter.Null
+
     Errors.guard "train" (fun () ->
         let p = Args.parse valueOptions switches argv
 
@@ -149,78 +286,23 @@ let run (argv: string list) : int =
             printfn "%s" help
             0
         else
-            let corpusPath = Args.required p "--corpus"
-            let outDir = Args.required p "--out"
-            let requested = configFrom p
+            Args.required p "--corpus" |> ignore
+            Args.required p "--out" |> ignore
             let resume = Args.has p "--resume"
 
-            if not resume && requested.IsNone then
+            if not resume && (configFrom p).IsNone then
                 raise (Args.UsageError "give --config PATH or --preset NAME (tiny, demo, small).")
 
-            Native.ensureLoaded () |> ignore
-            let checkpoint = TrainLoop.checkpointPath outDir
+            match Args.optional p "--ranks" |> Option.map (Args.toInt "--ranks" 1L 4096L >> int) with
+            | None -> train p None
+            | Some ranks ->
+                checkLaunch ranks
+                Console.SetError errors
 
-            let session =
-                if resume then
-                    let loaded = Checkpoint.load checkpoint |> orFail
-                    checkResumable p requested loaded.Header
-
-                    let steps =
-                        Args.optional p "--steps"
-                        |> Option.map (Args.toInt "--steps" 1L 100_000_000L >> int)
-
-                    let session = TrainSession.Resume(loaded, steps)
-
-                    for KeyValue(_, t) in loaded.Tensors do
-                        t.Dispose()
-
-                    let session = orFail session
-                    printfn "resuming %s at step %d of %d" checkpoint session.Step session.Config.Train.Steps
-                    session
-                else
-                    if File.Exists checkpoint then
-                        fail
-                            $"'{outDir}' already holds a checkpoint; pass --resume to continue it, or choose another --out."
-
-                    let config = overrides p requested.Value
-                    let tokenizer = RunConfig.tokenizer config |> orFail
-                    TrainSession.Create(config, tokenizer) |> orFail
-
-            use session = session
-            let corpus = Loading.loadCorpus session.Tokenizer corpusPath
-            Directory.CreateDirectory outDir |> ignore
-
-            if not resume then
-                Loading.writeConfig outDir session.Config
-
-            describe session corpus
-
-            let outcome =
-                TrainLoop.run
-                    session
-                    corpus
-                    {
-                        OutDir = outDir
-                        TimeBudget = None
-                        FitStepsToBudget = false
-                    }
-
-            match List.tryLast outcome.Reports, List.tryLast outcome.Validation with
-            | Some last, validation ->
-                let rate =
-                    float (outcome.Reports |> List.sumBy _.Tokens)
-                    / (outcome.Reports |> List.sumBy _.StepSeconds)
-
-                printfn
-                    "%s at step %d: loss %.4f%s, %.0f tokens/s; checkpoint %s"
-                    (if outcome.Interrupted then "stopped" else "done")
-                    last.Step
-                    last.Loss
-                    (match validation with
-                     | Some(_, v) -> $", validation loss {v:F4} (perplexity {exp v:F2})"
-                     | None -> "")
-                    rate
-                    checkpoint
-            | None, _ -> printfn "no steps run; checkpoint %s unchanged" checkpoint
-
-            0)
+                Mpi.runRank (fun mpi ->
+                    try
+                        train p (Some(mpi :> ICommunicator))
+                    with
+                    // the same on every rank (configuration, corpus, a NaN loss): reported once, by rank 0
+                    | CommandError message
+                    | Args.UsageError message -> raise (CollectiveException $"error: {message}")))

@@ -1,6 +1,8 @@
 /// The training loop shared by `longnet train` and `longnet demo`: steps with a Spectre.Console
 /// progress bar (loss, tokens/s, ETA), a CSV log, periodic validation and atomic checkpoints, an
 /// optional wall-clock budget, and Ctrl+C that stops after the current step and saves.
+/// When the session's sequences are split over ranks, every rank runs the steps and validations
+/// (collectives) and only rank 0 prints, logs and saves.
 module LongNet.Cli.TrainLoop
 
 open System
@@ -8,6 +10,8 @@ open System.Diagnostics
 open System.IO
 open System.Text
 open Spectre.Console
+open TorchSharp
+open LongNet.Distributed
 open LongNet.Text
 open LongNet.Training
 
@@ -109,11 +113,30 @@ let private duration (seconds: float) =
 /// logging to `options.OutDir` and saving `checkpoint.ckpt` every `checkpointEvery` steps and at the end.
 /// A failing step (NaN loss) raises `CommandError` without saving over the last good checkpoint.
 let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
-    Directory.CreateDirectory options.OutDir |> ignore
+    if session.Communicator.IsSome && options.TimeBudget.IsSome then
+        // wall time differs across ranks; they would stop at different steps
+        invalidArg "options" "a time budget cannot be used when the sequences are split over ranks."
+
+    // Only rank 0 of a split run writes files and prints.
+    let leader = session.Communicator |> Option.forall (fun c -> c.Rank = 0)
+
+    // Whether any rank wants to stop (every rank must stop after the same step).
+    let anyRank (flag: bool) =
+        match session.Communicator with
+        | None -> flag
+        | Some comm ->
+            use scope = torch.NewDisposeScope()
+
+            (Collectives.allReduceSum comm (torch.tensor [| (if flag then 1L else 0L) |])).[0].item<int64>() > 0L
+
     let log = logPath options.OutDir
     let validationLog = validationLogPath options.OutDir
-    trimLog log csvHeader session.Step
-    trimLog validationLog "step,validation_loss,validation_perplexity" session.Step
+
+    if leader then
+        Directory.CreateDirectory options.OutDir |> ignore
+        trimLog log csvHeader session.Step
+        trimLog validationLog "step,validation_loss,validation_perplexity" session.Step
+
     let reports = ResizeArray<StepReport>()
     let validation = ResizeArray<int * float>()
     let watch = Stopwatch.StartNew()
@@ -129,13 +152,17 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
     Console.CancelKeyPress.AddHandler onCancel
 
     let save () =
-        session.Save(checkpointPath options.OutDir)
+        if leader then
+            session.Save(checkpointPath options.OutDir)
 
     let validate () =
         match session.ValidationLoss corpus.Validation with
         | Ok loss ->
             validation.Add((session.Step, loss))
-            File.AppendAllText(validationLog, $"{session.Step},{invariant loss},{invariant (exp loss)}\n")
+
+            if leader then
+                File.AppendAllText(validationLog, $"{session.Step},{invariant loss},{invariant (exp loss)}\n")
+
             Some loss
         | Error _ -> None
 
@@ -177,10 +204,11 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
         | Ok r ->
             reports.Add r
 
-            File.AppendAllText(
-                log,
-                $"{r.Step},{invariant r.Loss},{invariant r.LearningRate},{invariant r.GradNorm},{invariant (float r.Tokens / r.StepSeconds)},{invariant r.ElapsedSeconds},{r.TokensSeen}\n"
-            )
+            if leader then
+                File.AppendAllText(
+                    log,
+                    $"{r.Step},{invariant r.Loss},{invariant r.LearningRate},{invariant r.GradNorm},{invariant (float r.Tokens / r.StepSeconds)},{invariant r.ElapsedSeconds},{r.TokensSeen}\n"
+                )
 
             fitToBudget ()
 
@@ -205,7 +233,7 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
         $"step {r.Step}/{session.Config.Train.Steps}  loss {r.Loss:F3}  lr {r.LearningRate:E1}  {human rate} tok/s  eta {duration left}"
 
     try
-        if AnsiConsole.Profile.Capabilities.Interactive then
+        if leader && AnsiConsole.Profile.Capabilities.Interactive then
             AnsiConsole
                 .Progress()
                 // refreshed by this thread after each step: a render thread would allocate, and a
@@ -238,6 +266,7 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
 
                             ctx.Refresh())
 
+                        interrupted <- anyRank interrupted
                         outOfTime <- overBudget () && not session.Finished
 
                     task.StopTask())
@@ -245,12 +274,14 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
             while not session.Finished && not interrupted && not outOfTime do
                 step (fun r ->
                     if
-                        r.Step % session.Config.Train.LogEvery = 0
-                        || r.Step = startStep + 1
-                        || session.Finished
+                        leader
+                        && (r.Step % session.Config.Train.LogEvery = 0
+                            || r.Step = startStep + 1
+                            || session.Finished)
                     then
                         Console.WriteLine(describeLine r))
 
+                interrupted <- anyRank interrupted
                 outOfTime <- overBudget () && not session.Finished
     finally
         Console.CancelKeyPress.RemoveHandler onCancel

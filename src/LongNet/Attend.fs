@@ -29,7 +29,8 @@ let attend
     let dtype = computeDtype q.dtype
     let qc, kc, vc = q.to_type dtype, k.to_type dtype, v.to_type dtype
     let m = q.shape.[q.shape.Length - 2]
-    let scores = qc.matmul (kc.transpose (-2L, -1L)) * scale
+    use scaleScalar = scale.ToScalar()
+    let scores = qc.matmul(kc.transpose (-2L, -1L)).mul scaleScalar
 
     let allowed =
         let causalMask =
@@ -44,9 +45,12 @@ let attend
         | None, Some c -> Some c
         | Some valid, Some c -> Some((valid.unsqueeze -2L).logical_and c)
 
+    // the fill value held as a Scalar across the call (a temporary could be freed by a GC mid-call)
+    use fill = maskedScore.ToScalar()
+
     let scores =
         match allowed with
-        | Some a -> scores.masked_fill (a.logical_not (), maskedScore)
+        | Some a -> scores.masked_fill (a.logical_not (), fill)
         | None -> scores
 
     let lse = scores.logsumexp (-1L, true)

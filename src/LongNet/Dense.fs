@@ -31,15 +31,16 @@ let attendWithCounts
 
     let qc, kc, vc = q.to_type dtype, k.to_type dtype, v.to_type dtype
     let counts = counts.to_type(dtype).``to`` q.device
-    let scores = qc.matmul (kc.transpose (-2L, -1L)) * scale
+    use scaleScalar = scale.ToScalar()
+    let scores = qc.matmul(kc.transpose (-2L, -1L)).mul scaleScalar
     use zero = 0.0.ToScalar()
     let seen = counts.gt zero
 
     let logCounts =
         torch.where (seen, counts.clamp_min(1e-300).log(), torch.zeros_like counts)
 
-    let scores =
-        (scores + logCounts).masked_fill(seen.logical_not (), Attend.maskedScore)
+    use fill = Attend.maskedScore.ToScalar()
+    let scores = (scores + logCounts).masked_fill(seen.logical_not (), fill)
 
     let peak = scores.amax([| -1L |], true).detach()
     let weights = (scores - peak).exp() * seen.to_type dtype

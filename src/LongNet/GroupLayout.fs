@@ -63,4 +63,5 @@ let keyMask (layout: Layout) (dtype: torch.ScalarType) : torch.Tensor option =
     else
         let real = layout.Real.reshape (1L, -1L, 1L, layout.Real.shape.[2])
         let zeros = torch.zeros (real.shape, dtype = dtype, device = real.device)
-        Some(zeros.masked_fill (real.logical_not (), System.Double.NegativeInfinity))
+        use fill = System.Double.NegativeInfinity.ToScalar()
+        Some(zeros.masked_fill (real.logical_not (), fill))

@@ -1,6 +1,7 @@
 /// What each rank runs under mpirun: checks of the MPI binding, sequence-parallel dilated attention
 /// against the single-process explicit path (float64, outputs and gradients within 1e-10), a
-/// sequence-parallel training step and the data-parallel all-reduce; and the fault scenarios.
+/// sequence-parallel training step, the data-parallel all-reduce, and training runs of the LongNet model
+/// split over the ranks (`TrainSession` on the communicator) against one process; and the fault scenarios.
 /// A check passes only when it passes on every rank (their failures are all-reduced).
 module LongNet.MpiTests.Cases
 
@@ -10,6 +11,9 @@ open System.Threading
 open TorchSharp
 open LongNet
 open LongNet.Distributed
+open LongNet.Modules
+open LongNet.Text
+open LongNet.Training
 
 let private tolerance = 1e-10
 
@@ -324,6 +328,111 @@ let private dataParallelCheck (comm: ICommunicator) =
 
         worst <= 1e-12, $"max difference {worst:E1}")
 
+/// A tiny language-model run: n = 53 positions (not a multiple of P or of any segment), groups
+/// (8,1) (16,2) (32,4) crossing the slice boundaries, accumulation 2, no dropout (the split is exact).
+let private splitRun (precision: Precision) : RunConfig =
+    { RunConfig.tiny with
+        Model =
+            { RunConfig.tiny.Model with
+                EmbedDim = 16
+                Heads = 2
+                FeedForwardDim = 24
+                SegmentLengths = [ 8; 16; 32 ]
+                DilationRates = [ 1; 2; 4 ]
+                Dropout = 0.0
+            }
+        Train =
+            { RunConfig.tiny.Train with
+                Steps = 4
+                BatchSize = 2
+                SeqLen = 53
+                Accumulation = 2
+                WarmupSteps = 2
+                Precision = precision
+                EvalTokens = 200
+            }
+    }
+
+/// Pseudo-text token ids (byte level) shared by every rank.
+let private splitTokens =
+    let text =
+        String.replicate 30 "Seven wizards hex the quick brown fox near the old mill bridge; "
+
+    Text.Encoding.UTF8.GetBytes text |> Array.map int
+
+/// Losses of `steps` steps, the validation loss and the final parameters (float64 copies) of a session.
+let private trainFor (session: TrainSession) (steps: int) =
+    let losses =
+        [|
+            for _ in 1..steps ->
+                match session.TrainStep splitTokens with
+                | Ok r -> r.Loss
+                | Error e -> failwith e
+        |]
+
+    let validation =
+        match session.ValidationLoss splitTokens with
+        | Ok v -> v
+        | Error e -> failwith e
+
+    let parameters =
+        session.Model.parameters ()
+        |> Seq.map (fun p -> p.detach().to_type(torch.ScalarType.Float64).clone())
+        |> Seq.toArray
+
+    losses, validation, parameters
+
+let private splitTrainingCheck
+    (comm: ICommunicator)
+    (precision: Precision)
+    (lossTolerance: float)
+    (parameterTolerance: float)
+    =
+    check
+        $"sequence-parallel training ({Precision.name precision}): 4 steps split over the ranks give one process's losses, validation loss and parameters"
+        (fun () ->
+            use scope = torch.NewDisposeScope()
+            let config = splitRun precision
+
+            let single =
+                match TrainSession.Create(config, Tokenizer.byteLevel ()) with
+                | Ok s -> s
+                | Error e -> failwith e
+
+            let expectedLosses, expectedValidation, expectedParameters = trainFor single 4
+            (single :> IDisposable).Dispose()
+
+            let split =
+                match TrainSession.Create(config, Tokenizer.byteLevel (), comm) with
+                | Ok s -> s
+                | Error e -> failwith e
+
+            let losses, validation, parameters = trainFor split 4
+            (split :> IDisposable).Dispose()
+
+            let lossDiff =
+                Array.map2 (fun (a: float) b -> abs (a - b)) expectedLosses losses |> Array.max
+
+            let validationDiff = abs (expectedValidation - validation)
+            let parameterDiff = Array.map2 maxDiff expectedParameters parameters |> Array.max
+            // replicas: every rank must hold bit-identical parameters after the same steps
+            let mine =
+                parameters |> Array.map (fun p -> p.reshape -1L) |> fun ps -> torch.cat (ps, 0L)
+
+            let gathered = Collectives.allGatherRows comm mine
+            let count = mine.shape.[0]
+
+            let replicaDiff =
+                [ 0 .. comm.Size - 1 ]
+                |> List.map (fun q -> maxDiff mine (gathered.narrow (0L, int64 q * count, count)))
+                |> List.max
+
+            lossDiff <= lossTolerance
+            && validationDiff <= lossTolerance
+            && parameterDiff <= parameterTolerance
+            && replicaDiff = 0.0,
+            $"losses {lossDiff:E1}, validation {validationDiff:E1}, parameters {parameterDiff:E1}, across ranks {replicaDiff:E1}")
+
 /// Runs every check on this rank; rank 0 prints one line per check and a summary
 /// "MPI ranks=P: N passed, M failed". Returns the number of failed checks.
 let runAll (comm: ICommunicator) : int =
@@ -337,6 +446,8 @@ let runAll (comm: ICommunicator) : int =
                 yield attentionCheck comm case
             yield trainingCheck comm
             yield dataParallelCheck comm
+            yield splitTrainingCheck comm Fp64 tolerance tolerance
+            yield splitTrainingCheck comm Fp32 1e-5 1e-5
         ]
 
     let failures =

@@ -1,11 +1,16 @@
-/// The suite driver (run without mpirun): launches `mpirun` for the checks on 2 and 4 ranks and for
-/// each fault scenario, checks exit codes, messages and timing, and prints "MPI: N passed, M failed".
+/// The suite driver (run without mpirun): launches `mpirun` for the checks on 2 and 4 ranks, for each
+/// fault scenario and for `longnet train --ranks 2` against a single-process run of the same command;
+/// checks exit codes, messages, logs and timing, and prints "MPI: N passed, M failed".
 module LongNet.MpiTests.Driver
 
 open System
 open System.Diagnostics
+open System.IO
 open System.Reflection
 open System.Text.RegularExpressions
+
+let private count (text: string) (pattern: string) =
+    Regex.Matches(text, Regex.Escape pattern).Count
 
 /// What one mpirun launch did.
 type Run =
@@ -16,20 +21,11 @@ type Run =
         TimedOut: bool
     }
 
-/// Launches `mpirun --allow-run-as-root --oversubscribe -np ranks dotnet <this dll> mode`, exporting
-/// `environment` to every rank, and kills it after `limit`.
-let mpirun (ranks: int) (mode: string) (environment: (string * string) list) (limit: TimeSpan) : Run =
-    let dll = Assembly.GetEntryAssembly().Location
-    let info = ProcessStartInfo("mpirun")
+/// Runs `program arguments`, collecting stdout and stderr together, and kills it after `limit`.
+let launch (program: string) (arguments: string list) (limit: TimeSpan) : Run =
+    let info = ProcessStartInfo(program)
 
-    for a in [ "--allow-run-as-root"; "--oversubscribe"; "-np"; string ranks ] do
-        info.ArgumentList.Add a
-
-    for name, value in environment do
-        info.ArgumentList.Add "-x"
-        info.ArgumentList.Add $"{name}={value}"
-
-    for a in [ "dotnet"; dll; mode ] do
+    for a in arguments do
         info.ArgumentList.Add a
 
     info.RedirectStandardOutput <- true
@@ -66,8 +62,128 @@ let mpirun (ranks: int) (mode: string) (environment: (string * string) list) (li
         TimedOut = not finished
     }
 
-let private count (text: string) (pattern: string) =
-    Regex.Matches(text, Regex.Escape pattern).Count
+/// Launches `mpirun --allow-run-as-root --oversubscribe -np ranks dotnet <dll> arguments`, exporting
+/// `environment` to every rank, and kills it after `limit`.
+let mpirunDll
+    (ranks: int)
+    (dll: string)
+    (arguments: string list)
+    (environment: (string * string) list)
+    (limit: TimeSpan)
+    : Run =
+    let exports =
+        environment |> List.collect (fun (name, value) -> [ "-x"; $"{name}={value}" ])
+
+    launch
+        "mpirun"
+        ([ "--allow-run-as-root"; "--oversubscribe"; "-np"; string ranks ]
+         @ exports
+         @ [ "dotnet"; dll ]
+         @ arguments)
+        limit
+
+/// Launches this test program under mpirun in `mode` (see `mpirunDll`).
+let mpirun (ranks: int) (mode: string) (environment: (string * string) list) (limit: TimeSpan) : Run =
+    mpirunDll ranks (Assembly.GetEntryAssembly().Location) [ mode ] environment limit
+
+/// The `longnet` command's assembly built beside this one (same configuration), e.g.
+/// src/LongNet.Cli/bin/Release/net10.0/LongNet.Cli.dll.
+let cliAssembly () : string =
+    let here =
+        DirectoryInfo(Path.GetDirectoryName(Assembly.GetEntryAssembly().Location))
+    // tests/LongNet.MpiTests/bin/<configuration>/<framework>
+    let framework, configuration = here.Name, here.Parent.Name
+    let root = here.Parent.Parent.Parent.Parent.Parent.FullName
+    Path.Combine(root, "src", "LongNet.Cli", "bin", configuration, framework, "LongNet.Cli.dll")
+
+/// The loss column of a `train_log.csv` (or the validation loss column of `validation_log.csv`).
+let private lossColumn (path: string) : float[] =
+    if File.Exists path then
+        File.ReadAllLines path
+        |> Array.skip 1
+        |> Array.map (fun line -> Double.Parse(line.Split(',').[1], Globalization.CultureInfo.InvariantCulture))
+    else
+        [||]
+
+/// The end-to-end checks of `longnet train --ranks P`: (name, passed, run) for each.
+let private trainCommandChecks () : (string * bool * Run) list =
+    let cli = cliAssembly ()
+
+    let folder =
+        Path.Combine(Path.GetTempPath(), $"longnet-mpi-train-{Guid.NewGuid():N}")
+
+    Directory.CreateDirectory folder |> ignore
+
+    try
+        let corpus = Path.Combine(folder, "corpus.txt")
+
+        File.WriteAllText(
+            corpus,
+            String.replicate 60 "Seven wizards hex the quick brown fox near the old mill bridge; "
+        )
+
+        let config = Path.Combine(folder, "run.json")
+        // fp64, no dropout: the split run must reproduce the single-process run to rounding
+        File.WriteAllText(
+            config,
+            """{ "preset": "tiny", "model": { "dropout": 0.0, "embedDim": 16, "segmentLengths": [8, 16, 32], "dilationRates": [1, 2, 4] }, "train": { "steps": 3, "seqLen": 45, "batchSize": 2, "precision": "fp64", "evalTokens": 180, "warmupSteps": 2 } }"""
+        )
+
+        let arguments (out: string) =
+            [
+                "train"
+                "--corpus"
+                corpus
+                "--config"
+                config
+                "--out"
+                Path.Combine(folder, out)
+            ]
+
+        let limit = TimeSpan.FromSeconds 180.0
+        let single = launch "dotnet" (cli :: arguments "single") limit
+        let split = mpirunDll 2 cli (arguments "split" @ [ "--ranks"; "2" ]) [] limit
+
+        let close (a: float[]) (b: float[]) =
+            a.Length > 0
+            && a.Length = b.Length
+            && Array.forall2 (fun (x: float) y -> abs (x - y) <= 1e-10) a b
+
+        let log (run: string) (name: string) = Path.Combine(folder, run, name)
+
+        let sameRun =
+            single.ExitCode = 0
+            && split.ExitCode = 0
+            && close (lossColumn (log "single" "train_log.csv")) (lossColumn (log "split" "train_log.csv"))
+            && close (lossColumn (log "single" "validation_log.csv")) (lossColumn (log "split" "validation_log.csv"))
+            && File.Exists(log "split" "checkpoint.ckpt")
+            && count split.Output "done at step 3" = 1
+            && count split.Output "sequence parallel: 2 ranks" = 1
+
+        let unlaunched =
+            launch "dotnet" (cli :: arguments "unlaunched" @ [ "--ranks"; "2" ]) limit
+
+        let wrongSize = mpirunDll 2 cli (arguments "wrong" @ [ "--ranks"; "3" ]) [] limit
+
+        [
+            "longnet train --ranks 2 under mpirun -np 2: the single-process losses and validation loss (fp64, 1e-10), one report, one checkpoint",
+            sameRun,
+            split
+            "longnet train --ranks 2 without mpirun exits 2 and says how to launch",
+            unlaunched.ExitCode = 2
+            && count unlaunched.Output "mpirun --allow-run-as-root --oversubscribe -np 2 longnet train --ranks 2" = 1
+            && not (Directory.Exists(Path.Combine(folder, "unlaunched"))),
+            unlaunched
+            "longnet train --ranks 3 under mpirun -np 2 fails (exit 2 from rank 0), reported once",
+            wrongSize.ExitCode = 2
+            && count wrongSize.Output "--ranks 3 but mpirun started 2 processes" = 1,
+            wrongSize
+        ]
+    finally
+        try
+            Directory.Delete(folder, true)
+        with _ ->
+            ()
 
 let private tail (text: string) =
     let lines = text.Split('\n')
@@ -143,6 +259,9 @@ let run () : int =
 
     let death = mpirun 2 "death" [] (TimeSpan.FromSeconds 120.0)
     report "fault: a rank killed by a signal ends the whole run without a hang" (quick death) death
+
+    for name, ok, run in trainCommandChecks () do
+        report name ok run
 
     printfn "MPI: %d passed, %d failed" passed failed
     failed

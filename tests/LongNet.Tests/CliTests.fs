@@ -290,3 +290,50 @@ let ``plan prints pairs and the diameter of the attention graph`` () =
     Assert.True((code = 0), err)
     Assert.Contains("diameter", out.ToLowerInvariant())
     Assert.Contains("3", out)
+
+[<Fact>]
+let ``bench --dist uses the default geometric groups when --segments and --rates are omitted`` () =
+    let dir = temp ()
+    let json = Path.Combine(dir, "dist.json")
+
+    let code, out, err =
+        longnet
+            [
+                "bench"
+                "--dist"
+                "--n"
+                "65536"
+                "--ranks"
+                "1,4"
+                "--heads"
+                "1"
+                "--head-dim"
+                "1"
+                "--json"
+                json
+            ]
+
+    Assert.True((code = 0), $"exit {code}: {err}")
+    // P = 4: slices of 16384 positions, so only the 32768-segment group crosses them
+    Assert.Contains("| 4 | 1 |", out)
+    Assert.True(File.Exists json)
+
+[<Fact>]
+let ``train --ranks without mpirun exits 2 and says how to launch`` () =
+    let code, _, err =
+        longnet
+            [
+                "train"
+                "--corpus"
+                "corpus.txt"
+                "--preset"
+                "tiny"
+                "--out"
+                "unused"
+                "--ranks"
+                "3"
+            ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("mpirun --allow-run-as-root --oversubscribe -np 3 longnet train --ranks 3", err)
+    Assert.False(Directory.Exists "unused")

@@ -291,10 +291,11 @@ let ``per-rank volume for a geometric config stays under a constant as P grows w
     let byP = table |> List.map (fun r -> r.Ranks, r) |> Map.ofList
 
     for r in table do
-        // Counted bytes equal the plan's rows, and stay under twice the paper's constant (one
-        // segment's dilated rows per group), whatever P is.
+        // Counted bytes equal the plan's rows, and stay under the paper's constant both ways (one
+        // segment's dilated rows per group, sent and received), whatever P is; received alone under it once.
         Assert.Equal(r.MaxRows * CommunicationVolume.rowBytes d, r.MaxBytes)
-        Assert.True(r.MaxBytes <= 2L * r.SegmentBytes, $"P={r.Ranks}: {r.MaxBytes} > 2·{r.SegmentBytes}")
+        Assert.True(r.MaxBytes <= r.BoundBytes, $"P={r.Ranks}: {r.MaxBytes} > {r.BoundBytes}")
+        Assert.True(r.MaxReceivedBytes <= r.SegmentBytes, $"P={r.Ranks}: {r.MaxReceivedBytes} > {r.SegmentBytes}")
 
     Assert.Equal(0L, byP.[1].MaxBytes)
     // Without dilation the same segments move up to r times more; all-gathering K, V approaches n rows.
@@ -485,3 +486,41 @@ let ``sumGradients sums and broadcastParameters copies the root's values`` () =
     for grad, value in results do
         Assert.Equal<float[]>([| 6.0; 6.0 |], grad)
         Assert.Equal<float[]>([| 8.0; 8.0 |], value)
+
+[<Fact>]
+let ``a rank without a kept query of a head in a segment receives none of that head's keys there`` () =
+    // w = 8, r = 4, one head (offset 0), n = 10 over 2 ranks: [0, 5) and [5, 10). Segment [0, 8) keeps
+    // positions 0 and 4, both on rank 0; rank 1 holds 5, 6, 7 of it but no kept query, so nothing moves.
+    let config = DilatedConfig.createOrRaise [ 8 ] [ 4 ] Paper false None
+    Assert.Equal<int[][]>([| [| 0; 0 |]; [| 0; 0 |] |], ShardPlan.trafficMatrix config 1 10L 2)
+    // With r = 2 rank 1 keeps position 6, so it receives rank 0's kept keys 0, 2 and 4 of that segment.
+    let config = DilatedConfig.createOrRaise [ 8 ] [ 2 ] Paper false None
+    Assert.Equal<int[][]>([| [| 0; 3 |]; [| 1; 0 |] |], ShardPlan.trafficMatrix config 1 10L 2)
+
+[<Fact>]
+let ``aligned geometric slices: each rank exchanges h·L/r rows with every rank sharing a segment, r the smallest shared rate``
+    ()
+    =
+    // Slices of L = n/P positions; ranks p and q share a segment of every group with w ≥ the span of
+    // both slices; the rows p needs from q are q's kept rows of the densest such group (paper offsets
+    // nest: a head's kept positions at rate 2r are among those at rate r), so per rank and direction
+    // h·Σ_{q≠p} L / r(p, q) — with w/r constant this adds h·(w/r)(1 − L/w) per crossing group.
+    let n, heads = 2048L, 16
+
+    for ranks in [ 1; 2; 4; 8; 16; 32; 64 ] do
+        let length = n / int64 ranks
+
+        let expected p =
+            [ 0 .. ranks - 1 ]
+            |> List.filter ((<>) p)
+            |> List.sumBy (fun q ->
+                geometric.Groups
+                |> List.filter (fun g ->
+                    let w = int64 g.SegmentLength
+                    int64 p * length / w = int64 q * length / w)
+                |> List.map (fun g -> length / int64 g.DilationRate)
+                |> List.fold max 0L)
+            |> fun rows -> 2L * int64 heads * rows
+
+        let counted = CommunicationVolume.rowsPerRank geometric n heads ranks
+        Assert.Equal<int64[]>(Array.init ranks expected, counted)

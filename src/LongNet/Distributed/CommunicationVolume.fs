@@ -19,13 +19,20 @@ type CommunicationRow =
         MeanBytes: float
         /// The largest rows (one head's key and value at one position) sent + received by one rank, from the plan.
         MaxRows: int64
+        /// The largest bytes received by one rank (the gathered dilated keys/values), as counted.
+        MaxReceivedBytes: int64
+        /// The groups whose segments cross a slice boundary (the only ones that communicate).
+        CrossingGroups: int
         /// The same segments without dilation (every r = 1): the largest bytes per rank, from the plan.
         UndilatedBytes: int64
         /// All-gathering every rank's full keys and values (what dense sequence parallelism moves): largest bytes per rank.
         AllGatherBytes: int64
         /// The paper's constant: one segment's dilated keys/values per group, h·Σ_g ⌈min(w_g, n) / r_g⌉ rows,
-        /// independent of P (a reference line, not a proven bound).
+        /// independent of P — what a rank receives, at most, when slices are aligned to segments.
         SegmentBytes: int64
+        /// The same constant both ways, 2·h·Σ_g ⌈min(w_g, n) / r_g⌉ rows: the bound on sent + received per rank
+        /// when slices are aligned to segments (n and every w divisible by P, or w by n/P).
+        BoundBytes: int64
     }
 
 /// Bytes of one row (key and value of one head at one position) in float32.
@@ -42,8 +49,8 @@ let rowsPerRank (config: DilatedConfig) (n: int64) (heads: int) (ranks: int) : i
     Array.init ranks (perRank matrix)
 
 /// Runs the exchange of the plan on `ranks` simulated ranks with float32 payloads and returns each rank's
-/// counted bytes sent + received.
-let measure (config: DilatedConfig) (n: int64) (heads: int) (headDim: int) (ranks: int) : int64[] =
+/// traffic as counted by the communicator.
+let measureTraffic (config: DilatedConfig) (n: int64) (heads: int) (headDim: int) (ranks: int) : TrafficSnapshot[] =
     let matrix = ShardPlan.trafficMatrix config heads n ranks
     let rowElements = 2 * headDim
 
@@ -68,7 +75,12 @@ let measure (config: DilatedConfig) (n: int64) (heads: int) (headDim: int) (rank
             sendHandle.Free()
             recvHandle.Free()
 
-        comm.Traffic.Snapshot().Total)
+        comm.Traffic.Snapshot())
+
+/// Runs the exchange of the plan on `ranks` simulated ranks with float32 payloads and returns each rank's
+/// counted bytes sent + received.
+let measure (config: DilatedConfig) (n: int64) (heads: int) (headDim: int) (ranks: int) : int64[] =
+    measureTraffic config n heads headDim ranks |> Array.map _.Total
 
 /// Per-rank communication of one forward pass of `config` over `n` positions with `heads` heads of size
 /// `headDim`, for each rank count in `ranksList` (each ≤ n): measured on simulated ranks, with the
@@ -101,7 +113,8 @@ let communicationTable
 
     ranksList
     |> List.map (fun ranks ->
-        let counted = measure config n heads headDim ranks
+        let traffic = measureTraffic config n heads headDim ranks
+        let counted = traffic |> Array.map _.Total
         let rows = rowsPerRank config n heads ranks
 
         let allGather =
@@ -114,9 +127,12 @@ let communicationTable
             MaxBytes = Array.max counted
             MeanBytes = Array.averageBy float counted
             MaxRows = Array.max rows
+            MaxReceivedBytes = traffic |> Array.map _.BytesReceived |> Array.max
+            CrossingGroups = config.Groups |> List.filter (ShardPlan.crossesRanks n ranks) |> List.length
             UndilatedBytes = Array.max (rowsPerRank undilated n heads ranks) * bytes
             AllGatherBytes = Array.max allGather * bytes
             SegmentBytes = segmentRows * bytes
+            BoundBytes = 2L * segmentRows * bytes
         })
 
 /// The table as GitHub markdown, sizes in MiB.
@@ -126,11 +142,11 @@ let toMarkdown (rows: CommunicationRow list) : string =
 
     [
         yield
-            "| P | max per rank (MiB) | mean per rank (MiB) | max rows per rank | without dilation (MiB) | all-gather of K,V (MiB) | one segment per group (MiB) |"
-        yield "|---:|---:|---:|---:|---:|---:|---:|"
+            "| P | crossing groups | max sent + received per rank (MiB) | mean per rank (MiB) | max received (MiB) | max rows per rank | bound 2·h·Σ w/r (MiB) | without dilation (MiB) | all-gather of K,V (MiB) |"
+        yield "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
         for r in rows do
             yield
-                $"| {r.Ranks} | {mib (float r.MaxBytes)} | {mib r.MeanBytes} | {r.MaxRows} | {mib (float r.UndilatedBytes)} | {mib (float r.AllGatherBytes)} | {mib (float r.SegmentBytes)} |"
+                $"| {r.Ranks} | {r.CrossingGroups} | {mib (float r.MaxBytes)} | {mib r.MeanBytes} | {mib (float r.MaxReceivedBytes)} | {r.MaxRows} | {mib (float r.BoundBytes)} | {mib (float r.UndilatedBytes)} | {mib (float r.AllGatherBytes)} |"
     ]
     |> String.concat "\n"

@@ -1,5 +1,6 @@
 /// Gradient and parameter synchronisation of a model replicated on every rank: one flat all-reduce per
-/// dtype over all parameters (in the order given, which must be the same on every rank).
+/// dtype over all parameters (in the order given, which must be the same on every rank); bfloat16 and
+/// float16 values travel as float32.
 /// Which reduction to use:
 /// - data parallel (each rank trains on its own sequences, loss = mean over its tokens): `allReduceGradients`
 ///   averages, giving the gradient of the mean loss over all ranks (equal token counts per rank);
@@ -15,6 +16,14 @@ let private describe (parameters: Parameter[]) =
     |> Array.map (fun p -> $"{p.dtype}[{System.String.Join(',', p.shape)}]")
     |> String.concat " "
 
+// bfloat16 and float16 cannot be summed by the transport: they travel as float32 (exact) and are
+// cast back when copied into the parameters.
+let private summable (t: torch.Tensor) =
+    match t.dtype with
+    | torch.ScalarType.Float32
+    | torch.ScalarType.Float64 -> t
+    | _ -> t.to_type torch.ScalarType.Float32
+
 let private reduce (comm: ICommunicator) (factor: float) (parameters: seq<Parameter>) =
     let parameters = Seq.toArray parameters
     Collectives.verifySame comm "the list of parameters (dtype and shape, in order)" (describe parameters)
@@ -28,12 +37,13 @@ let private reduce (comm: ICommunicator) (factor: float) (parameters: seq<Parame
             group
             |> Array.map (fun p -> (if isNull p.grad then torch.zeros_like p else p.grad).reshape -1L)
 
-        let summed = Collectives.allReduceSum comm (torch.cat (grads, 0L))
-        let summed = if factor = 1.0 then summed else summed * factor
+        let summed = Collectives.allReduceSum comm (summable (torch.cat (grads, 0L)))
+        use factorScalar = factor.ToScalar()
+        let summed = if factor = 1.0 then summed else summed.mul factorScalar
         let mutable offset = 0L
 
         for p in group do
-            let part = summed.narrow(0L, offset, p.NumberOfElements).view_as p
+            let part = summed.narrow(0L, offset, p.NumberOfElements).view_as(p).to_type p.dtype
             offset <- offset + p.NumberOfElements
 
             if isNull p.grad then
@@ -59,4 +69,6 @@ let broadcastParameters (comm: ICommunicator) (root: int) (parameters: seq<Param
 
     for p in parameters do
         let contribution = if comm.Rank = root then p.detach () else torch.zeros_like p
-        p.copy_ (Collectives.allReduceSum comm (contribution.contiguous ())) |> ignore
+
+        p.copy_ (Collectives.allReduceSum comm (summable (contribution.contiguous ())))
+        |> ignore

@@ -94,8 +94,12 @@ let private attendGroup
     let kc = kv.narrow(-1L, 0L, d).to_type computeType
     let vc = kv.narrow(-1L, d, d).to_type computeType
 
+    // Scalars held across the native calls (a temporary could be freed by a GC mid-call)
+    use scaleScalar = scale.ToScalar()
+    use fill = Attend.maskedScore.ToScalar()
+
     let scores =
-        (qc.matmul (kc.transpose (-2L, -1L)) * scale).masked_fill(allowed.logical_not (), Attend.maskedScore)
+        (qc.matmul(kc.transpose (-2L, -1L)).mul scaleScalar).masked_fill(allowed.logical_not (), fill)
 
     let lse = scores.logsumexp (-1L, true)
     let out = ((scores - lse).exp().matmul vc).to_type q.dtype

@@ -5,7 +5,8 @@
 /// semantics, so a slice boundary may cut a segment anywhere. Rank p attends, for every segment that
 /// meets its slice, its own kept queries to *all* kept keys of the segment (causal: the keys before its
 /// slice end); the kept keys held by other ranks are the only rows it receives — dilated rows (1/r of a
-/// segment per head), so the volume per rank is about w/r rows per head and group, whatever P is.
+/// segment per head), and only for the heads it holds a query of there — so the volume per rank is at
+/// most about w/r rows per head and group, whatever P is.
 /// Row order of every message: group (config order), segment, head, position — the same on both sides;
 /// a row that several groups need (same head and position) travels once, at its first occurrence.
 /// Notation: n length, P ranks, p this rank, h heads, w segment length, r dilation rate, s segments met
@@ -108,9 +109,15 @@ type Shard =
 
 let private ceilDiv (a: int64) (b: int64) = (a + b - 1L) / b
 
+/// Whether the slice `[first, stop)` holds a kept position `segmentStart + o + r·t` (o + r·t < wc) of a
+/// segment: a rank without one has no query of that head there and needs none of its keys.
+let private keepsPosition (segmentStart: int64) (wc: int64) (o: int64) (r: int64) (first: int64) (stop: int64) =
+    let local = o + r * ceilDiv (max 0L (first - segmentStart - o)) r
+    local < wc && segmentStart + local < stop
+
 /// Rows rank `rank` sends to every rank, in message order, with their counts: for each receiver q ≠ p
-/// (causal: only q > p), for each group, segment met by both slices, head and kept position in p's slice,
-/// each distinct row once.
+/// (causal: only q > p), for each group, segment met by both slices, head with a kept query in q's slice
+/// there, and kept position in p's slice, each distinct row once.
 let sendRows (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank: int) : int64[] * int[] =
     validate n ranks rank
     let start, length = slice n ranks rank
@@ -141,8 +148,10 @@ let sendRows (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank:
                         // Kept local positions o + r·t < wc, global positions in [start, stop).
                         let mutable t = ceilDiv (max 0L (start - segmentStart - o)) r
                         let mutable local = o + r * t
+                        // A receiver without a query of this head here needs none of its keys.
+                        let needed = keepsPosition segmentStart wc o r dStart dStop
 
-                        while local < wc && segmentStart + local < stop do
+                        while needed && local < wc && segmentStart + local < stop do
                             let row = int64 j * length + (segmentStart + local - start)
 
                             if seen.Add row then
@@ -192,6 +201,8 @@ let create (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank: i
 
                 for j in 0 .. heads - 1 do
                     let o = int64 (HeadOffsets.offset config.Offsets heads g.DilationRate j)
+                    // Without a query of this head here, no key of it is needed (none is received).
+                    let attends = keepsPosition segmentStart wc o r start stop
 
                     for t in 0 .. m - 1 do
                         let local = o + r * int64 t
@@ -204,7 +215,7 @@ let create (config: DilatedConfig) (heads: int) (n: int64) (ranks: int) (rank: i
                                 keyPosition.[slot] <- position
                                 keySource.[slot] <- int64 j * length + (position - start)
                                 queries.[j * s + si].Add position
-                            elif not (config.Causal && position >= stop) then
+                            elif attends && not (config.Causal && position >= stop) then
                                 let q = owner n ranks position
                                 let row = int64 j * n + position
                                 keyPosition.[slot] <- position

@@ -9,6 +9,7 @@ open TorchSharp
 open TorchSharp.Modules
 open type TorchSharp.torch.nn
 open LongNet
+open LongNet.Distributed
 
 /// One pre-LN block: x + attn(LN(x)), then x + drop(ffn(LN(x))).
 [<Sealed>]
@@ -56,6 +57,13 @@ type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as 
     member _.Forward(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache option) : torch.Tensor =
         use scope = torch.NewDisposeScope()
         let x = x + attention.Forward(attentionNorm.forward x, tables, cache)
+        (feedForwardPart x).MoveToOuterDisposeScope()
+
+    /// This rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of `slice`, with the
+    /// position `tables` of its positions → `[b, slice.Length, e]`. Collective (see `SequenceSlice`).
+    member _.ForwardSlice(x: torch.Tensor, tables: Rope.Tables option, slice: SequenceSlice) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        let x = x + attention.ForwardSlice(attentionNorm.forward x, tables, slice)
         (feedForwardPart x).MoveToOuterDisposeScope()
 
     /// One decoding step `[b, 1, e]` → `[b, 1, e]` at position `cache.Next`.
@@ -161,17 +169,17 @@ type LongNetModel(config: ModelConfig) as this =
             else
                 normal block.FeedForward.OutputProjection residualStd
 
-    let checkTokens (tokens: torch.Tensor) =
+    let checkTokens (tokens: torch.Tensor) (total: int64) =
         if tokens.Dimensions <> 2L then
             raise (ArgumentException($"tokens must be 2-D [batch, seq]; got {tokens.Dimensions}-D.", "tokens"))
 
         if tokens.shape.[1] < 1L then
             raise (ArgumentException("tokens must hold at least one position.", "tokens"))
 
-        if tokens.shape.[1] > int64 config.MaxPositions then
+        if total > int64 config.MaxPositions then
             raise (
                 ArgumentException(
-                    $"the sequence has {tokens.shape.[1]} tokens, more than the model's maxPositions {config.MaxPositions}.",
+                    $"the sequence has {total} tokens, more than the model's maxPositions {config.MaxPositions}.",
                     "tokens"
                 )
             )
@@ -193,7 +201,7 @@ type LongNetModel(config: ModelConfig) as this =
     /// The transformer's output `[b, n, e]` after the final LayerNorm, at positions 0 … n−1 (the
     /// encoder's representation). When `cache` is given (decoder), it is reset to continue at position n.
     member _.Hidden(tokens: torch.Tensor, cache: KvCache option) : torch.Tensor =
-        checkTokens tokens
+        checkTokens tokens tokens.shape.[1]
 
         match cache with
         | Some c when c.Layers <> config.Layers ->
@@ -216,6 +224,37 @@ type LongNetModel(config: ModelConfig) as this =
 
         cache |> Option.iter (fun c -> c.Position <- n)
         (finalNorm.forward x).MoveToOuterDisposeScope()
+
+    /// The transformer's output `[b, slice.Length, e]` after the final LayerNorm for this rank's slice
+    /// `tokens` `[b, slice.Length]` of a sequence split over the ranks of `slice` (positions `slice.Start …`):
+    /// embeddings, feed-forward networks and norms run locally, attention with the other ranks, so the
+    /// ranks' outputs together equal `Hidden` of the whole sequence. Collective (see `SequenceSlice`).
+    member _.HiddenSlice(tokens: torch.Tensor, slice: SequenceSlice) : torch.Tensor =
+        checkTokens tokens slice.Total
+
+        if tokens.shape.[1] <> slice.Length then
+            raise (
+                ArgumentException(
+                    $"rank {slice.Communicator.Rank} holds positions [{slice.Start}, {slice.Start + slice.Length}) of {slice.Total}: tokens must be [batch, {slice.Length}]; got {tokens.shape.[1]} positions.",
+                    "tokens"
+                )
+            )
+
+        use scope = torch.NewDisposeScope()
+        let x = dropout.forward (embedding.forward tokens)
+        let tables = Rope.tables config.Position headDim slice.Positions x.dtype x.device
+        let mutable x = x
+
+        for i in 0 .. config.Layers - 1 do
+            x <- blocks.[i].ForwardSlice(x, tables, slice)
+
+        (finalNorm.forward x).MoveToOuterDisposeScope()
+
+    /// Logits `[b, slice.Length, V]` of this rank's slice `tokens` `[b, slice.Length]` of a sequence split
+    /// over the ranks of `slice` (see `HiddenSlice`). Collective.
+    member m.ForwardSlice(tokens: torch.Tensor, slice: SequenceSlice) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        (project (m.HiddenSlice(tokens, slice))).MoveToOuterDisposeScope()
 
     /// Logits `[b, n, V]` for every position of `tokens` `[b, n]`.
     override m.forward(tokens: torch.Tensor) : torch.Tensor =

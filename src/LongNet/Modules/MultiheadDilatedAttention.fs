@@ -10,6 +10,7 @@ open TorchSharp
 open TorchSharp.Modules
 open type TorchSharp.torch.nn
 open LongNet
+open LongNet.Distributed
 
 /// Settings of one multi-head dilated attention layer.
 type AttentionSettings =
@@ -142,6 +143,20 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         | None -> ()
 
         let attended = dilatedAttention q k v
+        (finish attended).MoveToOuterDisposeScope()
+
+    /// Self-attention of this rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of
+    /// `slice` (positions `slice.Start …`, whose position `tables` are given) → `[b, slice.Length, e]`:
+    /// the projections run locally, the dilated attention with the other ranks (`SequenceSlice.Attend`).
+    /// Collective: every rank calls it, and its backward, in the same order.
+    member _.ForwardSlice(x: torch.Tensor, tables: Rope.Tables option, slice: SequenceSlice) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+
+        let q, k =
+            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+
+        let v = splitHeads (value.forward x)
+        let attended = slice.Attend(settings.Dilated, q, k, v)
         (finish attended).MoveToOuterDisposeScope()
 
     /// Drop-in multi-head attention: `query`, `key`, `value` `[b, n, e]` (one length n) at positions

@@ -7,6 +7,7 @@ open System
 open System.Diagnostics
 open System.Text.Json.Nodes
 open TorchSharp
+open LongNet.Distributed
 open LongNet.Modules
 
 /// The perplexity of one sequence length.
@@ -44,9 +45,10 @@ module Evaluate =
     let windowCount (available: int) (length: int) (maxTokens: int) : int =
         min ((available - 1) / length) (max 1 (maxTokens / length))
 
-    /// Perplexity of `tokens` at window length `length`, predicting at most about `maxTokens` tokens
-    /// (at least one window). Fails when there are fewer than length + 1 tokens.
-    let perplexity
+    // The perplexity loop shared by the single-process and the split evaluation. `split`, when given, is
+    // the communicator of the ranks sharing every window: each rank scores its slice, the sums are added.
+    let private evaluate
+        (split: ICommunicator option)
         (model: LongNetModel)
         (tokens: int[])
         (length: int)
@@ -59,10 +61,13 @@ module Evaluate =
         elif tokens.Length < length + 1 then
             Error
                 $"the validation text has {tokens.Length} tokens; length {length} needs at least {length + 1}. Use a larger corpus or shorter --lengths."
+        elif split |> Option.exists (fun c -> length < c.Size) then
+            Error $"evaluation length {length} is shorter than the number of ranks ({split.Value.Size}) sharing it."
         else
             let watch = Stopwatch.StartNew()
             let windows = windowCount tokens.Length length maxTokens
             let perBatch = max 1 (16384 / length)
+            let slice = split |> Option.map (fun c -> SequenceSlice(c, int64 length))
             let wasTraining = model.training
             model.eval ()
             let mutable total = 0.0
@@ -82,11 +87,32 @@ module Evaluate =
                     let batch = torch.tensor(data).view(int64 count, int64 (length + 1))
                     let input = batch.narrow (1L, 0L, int64 length)
                     let target = batch.narrow (1L, 1L, int64 length)
-                    let loss = crossEntropy (model.forward input) target
-                    total <- total + loss.to_type(torch.ScalarType.Float64).item<float>() * float count
+
+                    let nll =
+                        match slice with
+                        | None ->
+                            let loss = crossEntropy (model.forward input) target
+                            loss.to_type(torch.ScalarType.Float64).item<float>() * float count
+                        | Some s ->
+                            let part (t: torch.Tensor) = t.narrow (1L, s.Start, s.Length)
+                            let loss = crossEntropy (model.ForwardSlice(part input, s)) (part target)
+                            // this rank's tokens' share of the windows' mean
+                            loss.to_type(torch.ScalarType.Float64).item<float>()
+                            * float count
+                            * float s.Length
+                            / float length
+
+                    total <- total + nll
             finally
                 if wasTraining then
                     model.train ()
+
+            let total =
+                match split with
+                | None -> total
+                | Some comm ->
+                    use scope = torch.NewDisposeScope()
+                    (Collectives.allReduceSum comm (torch.tensor [| total |])).[0].item<float>()
 
             let nll = total / float windows
 
@@ -99,6 +125,27 @@ module Evaluate =
                     Perplexity = Math.Exp nll
                     Seconds = watch.Elapsed.TotalSeconds
                 }
+
+    /// Perplexity of `tokens` at window length `length`, predicting at most about `maxTokens` tokens
+    /// (at least one window). Fails when there are fewer than length + 1 tokens.
+    let perplexity
+        (model: LongNetModel)
+        (tokens: int[])
+        (length: int)
+        (maxTokens: int)
+        : Result<PerplexityResult, string> =
+        evaluate None model tokens length maxTokens
+
+    /// `perplexity` with every window split over the ranks of `comm` (sequence parallel, see
+    /// `SequenceSlice`); every rank gets the same result, equal to the single-process one. Collective.
+    let perplexitySplit
+        (comm: ICommunicator)
+        (model: LongNetModel)
+        (tokens: int[])
+        (length: int)
+        (maxTokens: int)
+        : Result<PerplexityResult, string> =
+        evaluate (Some comm) model tokens length maxTokens
 
     /// Perplexities at every length (stops at the first failure).
     let perplexities (model: LongNetModel) (tokens: int[]) (lengths: int list) (maxTokens: int) =

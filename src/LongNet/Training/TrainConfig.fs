@@ -10,20 +10,24 @@ type Precision =
     | Fp32
     /// bfloat16 weights and activations; fp32 master weights, optimizer moments and loss.
     | Bf16
+    /// float64 everywhere (slow; for exact comparisons, e.g. sequence-parallel against one process).
+    | Fp64
 
 /// Functions over `Precision`.
 module Precision =
-    /// "fp32" or "bf16".
+    /// "fp32", "bf16" or "fp64".
     let name (p: Precision) =
         match p with
         | Fp32 -> "fp32"
         | Bf16 -> "bf16"
+        | Fp64 -> "fp64"
 
     /// The tensor dtype of a precision.
     let dtype (p: Precision) =
         match p with
         | Fp32 -> TorchSharp.torch.ScalarType.Float32
         | Bf16 -> TorchSharp.torch.ScalarType.BFloat16
+        | Fp64 -> TorchSharp.torch.ScalarType.Float64
 
 /// How a model is trained.
 type TrainConfig =
@@ -203,9 +207,10 @@ module TrainConfig =
                 match r.String("precision", Precision.name fallback.Precision).ToLowerInvariant() with
                 | "fp32" -> Fp32
                 | "bf16" -> Bf16
+                | "fp64" -> Fp64
                 | other ->
                     let field = if section = "" then "precision" else $"{section}.precision"
-                    JsonFields.fail field $"{field} must be \"fp32\" or \"bf16\", got \"{other}\"."
+                    JsonFields.fail field $"{field} must be \"fp32\", \"bf16\" or \"fp64\", got \"{other}\"."
 
             {
                 Steps = r.Int("steps", fallback.Steps, 1, big)

@@ -2,12 +2,16 @@
 /// AdamW with warm-up + cosine schedule, gradient clipping and accumulation, fp32 or bf16, and exact
 /// checkpoints — a run resumed from a checkpoint produces the same losses as one never interrupted,
 /// because every source of randomness (batches, dropout) is drawn from one `Rng` whose state is saved.
+/// Sequence parallel: given a communicator, every training sequence is split over its ranks (each rank
+/// embeds, attends — with the others — and scores its slice), the gradients are summed over the ranks
+/// and every rank applies the same AdamW step, so P ranks train exactly as one process would.
 namespace LongNet.Training
 
 open System
 open System.Diagnostics
 open TorchSharp
 open LongNet
+open LongNet.Distributed
 open LongNet.Modules
 open LongNet.Text
 
@@ -44,7 +48,8 @@ type TrainSession
         rng: Rng,
         startStep: int,
         startTokens: int64,
-        startSeconds: float
+        startSeconds: float,
+        split: ICommunicator option
     ) =
     let mutable config = config
     let mutable step = startStep
@@ -52,21 +57,61 @@ type TrainSession
     let mutable elapsed = startSeconds
     let mutable schedule = TrainConfig.schedule config.Train
     let mutable detached = false
+    let mutable trainingSlice: SequenceSlice option = None
 
-    static let build (config: RunConfig) =
+    // This rank's slice of a training sequence (kept while the sequence length stays the same).
+    let sliceOf (comm: ICommunicator) (length: int) =
+        match trainingSlice with
+        | Some s when s.Total = int64 length -> s
+        | _ ->
+            let s = SequenceSlice(comm, int64 length)
+            trainingSlice <- Some s
+            s
+
+    // Sequence parallel start-up (collective): the ranks must run the same configuration and start
+    // from rank 0's parameters.
+    static let join (split: ICommunicator option) (config: RunConfig) (model: LongNetModel) =
+        match split with
+        | None -> ()
+        | Some comm ->
+            Collectives.verifySame comm "the training configuration" ((RunConfig.toJson config).ToJsonString())
+            DataParallel.broadcastParameters comm 0 (model.parameters ())
+
+    static let build (config: RunConfig) (split: ICommunicator option) =
         Native.ensureLoaded () |> ignore
         torch.manual_seed config.Train.Seed |> ignore
         let model = new LongNetModel(config.Model)
 
-        if config.Train.Precision = Bf16 then
-            model.``to`` (torch.ScalarType.BFloat16) |> ignore
+        match config.Train.Precision with
+        | Bf16 -> model.``to`` (torch.ScalarType.BFloat16) |> ignore
+        | Fp64 -> model.``to`` (torch.ScalarType.Float64) |> ignore
+        | Fp32 -> ()
+
+        join split config model
 
         let parameters = [ for struct (name, p) in model.named_parameters () -> name, p ]
 
         model, new AdamW(parameters, TrainConfig.adamW config.Train)
 
+    static let checkSplit (split: ICommunicator option) (train: TrainConfig) =
+        match split with
+        | Some comm when train.SeqLen < comm.Size ->
+            Error
+                $"train.seqLen: {train.SeqLen} positions cannot be split over {comm.Size} ranks (each needs ≥ 1); use seqLen ≥ {comm.Size}."
+        | _ -> Ok()
+
     /// Starts a run from scratch; the model's vocabulary size is set from the tokenizer.
     static member Create(config: RunConfig, tokenizer: ITokenizer) : Result<TrainSession, string> =
+        TrainSession.Start(config, tokenizer, None)
+
+    /// Starts a run from scratch with every training sequence split over the ranks of `comm` (sequence
+    /// parallel). Collective: every rank calls it with the same configuration (checked).
+    static member Create(config: RunConfig, tokenizer: ITokenizer, comm: ICommunicator) : Result<TrainSession, string> =
+        TrainSession.Start(config, tokenizer, Some comm)
+
+    static member private Start
+        (config: RunConfig, tokenizer: ITokenizer, split: ICommunicator option)
+        : Result<TrainSession, string> =
         let config = RunConfig.withVocabulary tokenizer config
 
         match ModelConfig.validate config.Model, TrainConfig.validate config.Train with
@@ -75,14 +120,42 @@ type TrainSession
                 "model.architecture: training predicts the next token and needs a decoder; a non-causal encoder sees the tokens it must predict."
         | Error e, _ -> Error $"model.{e.Parameter}: {e.Message}"
         | _, Error e -> Error $"train.{e.Parameter}: {e.Message}"
-        | Ok _, Ok _ ->
-            let model, optimizer = build config
-            model.train ()
-            Ok(new TrainSession(config, tokenizer, model, optimizer, Rng.Create config.Train.Seed, 0, 0L, 0.0))
+        | Ok _, Ok train ->
+            match checkSplit split train with
+            | Error e -> Error e
+            | Ok() ->
+                let model, optimizer = build config split
+                model.train ()
+
+                Ok(
+                    new TrainSession(
+                        config,
+                        tokenizer,
+                        model,
+                        optimizer,
+                        Rng.Create config.Train.Seed,
+                        0,
+                        0L,
+                        0.0,
+                        split
+                    )
+                )
 
     /// Continues the run stored in a checkpoint. `steps` may extend (or shorten) the run's total steps;
     /// the schedule then spans the new total.
     static member Resume(checkpoint: LoadedCheckpoint, steps: int option) : Result<TrainSession, string> =
+        TrainSession.Continue(checkpoint, steps, None)
+
+    /// Continues the run stored in a checkpoint with every training sequence split over the ranks of
+    /// `comm` (every rank loads the same checkpoint). Collective.
+    static member Resume
+        (checkpoint: LoadedCheckpoint, steps: int option, comm: ICommunicator)
+        : Result<TrainSession, string> =
+        TrainSession.Continue(checkpoint, steps, Some comm)
+
+    static member private Continue
+        (checkpoint: LoadedCheckpoint, steps: int option, split: ICommunicator option)
+        : Result<TrainSession, string> =
         let header = checkpoint.Header
 
         match Tokenizer.ofSpec header.Tokenizer with
@@ -104,47 +177,51 @@ type TrainSession
                 Error
                     $"the checkpoint has already completed {header.Step} of {train.Steps} steps; pass a larger --steps to train further."
             else
-                let model, optimizer = build config
-
-                let optimizerState =
-                    checkpoint.Tensors
-                    |> Map.toSeq
-                    |> Seq.choose (fun (name, t) ->
-                        if name.StartsWith "optim." then
-                            Some(name.Substring 6, t)
-                        else
-                            None)
-                    |> Map.ofSeq
-
-                let loaded =
-                    Checkpoint.loadWeights model checkpoint.Tensors
-                    |> Result.bind (fun () ->
-                        try
-                            optimizer.Load(int64 header.Step, optimizerState)
-                            Ok()
-                        with e ->
-                            Error e.Message)
-
-                match loaded with
-                | Error e ->
-                    (optimizer :> IDisposable).Dispose()
-                    model.Dispose()
-                    Error $"the checkpoint does not fit its own configuration ({e}); it is damaged."
+                match checkSplit split train with
+                | Error e -> Error e
                 | Ok() ->
-                    model.train ()
+                    let model, optimizer = build config split
 
-                    Ok(
-                        new TrainSession(
-                            config,
-                            tokenizer,
-                            model,
-                            optimizer,
-                            Rng(header.RngState),
-                            header.Step,
-                            header.TokensSeen,
-                            header.ElapsedSeconds
+                    let optimizerState =
+                        checkpoint.Tensors
+                        |> Map.toSeq
+                        |> Seq.choose (fun (name, t) ->
+                            if name.StartsWith "optim." then
+                                Some(name.Substring 6, t)
+                            else
+                                None)
+                        |> Map.ofSeq
+
+                    let loaded =
+                        Checkpoint.loadWeights model checkpoint.Tensors
+                        |> Result.bind (fun () ->
+                            try
+                                optimizer.Load(int64 header.Step, optimizerState)
+                                Ok()
+                            with e ->
+                                Error e.Message)
+
+                    match loaded with
+                    | Error e ->
+                        (optimizer :> IDisposable).Dispose()
+                        model.Dispose()
+                        Error $"the checkpoint does not fit its own configuration ({e}); it is damaged."
+                    | Ok() ->
+                        model.train ()
+
+                        Ok(
+                            new TrainSession(
+                                config,
+                                tokenizer,
+                                model,
+                                optimizer,
+                                Rng(header.RngState),
+                                header.Step,
+                                header.TokensSeen,
+                                header.ElapsedSeconds,
+                                split
+                            )
                         )
-                    )
 
     /// The run's configuration (vocabulary resolved).
     member _.Config = config
@@ -171,6 +248,9 @@ type TrainSession
 
     /// The model being trained.
     member _.Model = model
+
+    /// The communicator of the ranks every training sequence is split over (None: one process).
+    member _.Communicator = split
 
     /// The tokenizer.
     member _.Tokenizer = tokenizer
@@ -208,10 +288,18 @@ type TrainSession
                 Array.init c.Accumulation (fun _ ->
                     Array.init c.BatchSize (fun _ -> rng.NextInt64(int64 (train.Length - c.SeqLen))))
 
-            torch.manual_seed (rng.NextSeed()) |> ignore
+            let seed = rng.NextSeed()
+
+            // Dropout on different ranks must not repeat one mask; rank 0 keeps the single-process seed.
+            match split with
+            | Some comm when comm.Rank > 0 -> torch.manual_seed ((Rng.Create(seed + int64 comm.Rank)).NextSeed())
+            | _ -> torch.manual_seed seed
+            |> ignore
+
             model.train ()
             optimizer.ZeroGrad()
             let mutable lossSum = 0.0
+            let slice = split |> Option.map (fun comm -> sliceOf comm c.SeqLen)
 
             for starts in batches do
                 use scope = torch.NewDisposeScope()
@@ -224,9 +312,28 @@ type TrainSession
                 let batch = torch.tensor(data).view(int64 c.BatchSize, int64 (c.SeqLen + 1))
                 let input = batch.narrow (1L, 0L, int64 c.SeqLen)
                 let target = batch.narrow (1L, 1L, int64 c.SeqLen)
-                let loss = Evaluate.crossEntropy (model.forward input) target
-                (loss / float c.Accumulation).backward()
-                lossSum <- lossSum + float (loss.item<float32>())
+
+                let loss =
+                    match slice with
+                    | None -> Evaluate.crossEntropy (model.forward input) target
+                    | Some s ->
+                        // this rank's tokens' share of the mean over the whole sequence
+                        let part (t: torch.Tensor) = t.narrow (1L, s.Start, s.Length)
+                        use share = (float s.Length / float c.SeqLen).ToScalar()
+                        (Evaluate.crossEntropy (model.ForwardSlice(part input, s)) (part target)).mul share
+
+                use micro = (1.0 / float c.Accumulation).ToScalar()
+                (loss.mul micro).backward()
+                lossSum <- lossSum + loss.to_type(torch.ScalarType.Float64).item<float>()
+
+            let lossSum =
+                match split with
+                | None -> lossSum
+                | Some comm ->
+                    // the whole sequence's loss, and its gradient on every rank
+                    DataParallel.sumGradients comm (model.parameters ())
+                    use scope = torch.NewDisposeScope()
+                    (Collectives.allReduceSum comm (torch.tensor [| lossSum |])).[0].item<float>()
 
             let loss = lossSum / float c.Accumulation
             let norm = optimizer.ClipGradients c.GradClip
@@ -262,14 +369,17 @@ type TrainSession
                         ElapsedSeconds = elapsed
                     }
 
-    /// Mean validation loss (nats per token) over windows of the training length.
+    /// Mean validation loss (nats per token) over windows of the training length (collective when the
+    /// sequences are split over ranks).
     member _.ValidationLoss(validation: int[]) : Result<float, string> =
         let length = min config.Train.SeqLen (validation.Length - 1)
 
         if length < 1 then
             Error "the validation text is too short to evaluate."
         else
-            Evaluate.perplexity model validation length config.Train.EvalTokens
+            match split with
+            | None -> Evaluate.perplexity model validation length config.Train.EvalTokens
+            | Some comm -> Evaluate.perplexitySplit comm model validation length config.Train.EvalTokens
             |> Result.map _.MeanNll
 
     /// The checkpoint header of the current state.
