@@ -30,6 +30,8 @@ type StepReport =
         TokensSeen: int64
         /// Training wall time so far, in seconds.
         ElapsedSeconds: float
+        /// The CRD NTK draw of each micro-batch (empty unless the model's scaling is CRD NTK).
+        Draws: CrdDraw list
     }
 
 /// A training run in progress: the model, its optimizer and random state, and the step reached.
@@ -74,6 +76,14 @@ type TrainSession
                 "model.architecture: training predicts the next token and needs a decoder; a non-causal encoder sees the tokens it must predict."
         | Error e, _ -> Error $"model.{e.Parameter}: {e.Message}"
         | _, Error e -> Error $"train.{e.Parameter}: {e.Message}"
+        | Ok _, Ok t when t.Task = PasskeySamples && t.SeqLen < Passkey.minimumSampleLength tokenizer ->
+            Error
+                $"train.seqLen: passkey samples need seqLen ≥ {Passkey.minimumSampleLength tokenizer} tokens with this tokenizer, got {t.SeqLen}."
+        | Ok { PositionScaling = CrdNtk k }, Ok t when
+            t.Task = PasskeySamples && k.MinLength < Passkey.minimumSampleLength tokenizer
+            ->
+            Error
+                $"model.positionScaling.crdMinLength: passkey samples need crdMinLength ≥ {Passkey.minimumSampleLength tokenizer} tokens with this tokenizer, got {k.MinLength}."
         | Ok _, Ok _ ->
             let model, optimizer = build config
             model.train ()
@@ -189,41 +199,72 @@ type TrainSession
     /// The learning rate the next step will use.
     member _.NextLearningRate = Schedule.learningRate schedule (step + 1)
 
-    /// One optimizer step on random windows of `train` (token ids). Fails — leaving the model as it was
-    /// before the update — when the loss or the gradient norm is not finite.
+    /// One optimizer step on random windows of `train` (token ids), or on generated passkey samples for
+    /// the passkey task (`train` unused). With CRD NTK scaling every micro-batch runs at its own draw
+    /// (`ScaledRope.crdDraw` of the run's seed, the step and the micro-batch index): its length, its
+    /// positions and its NTK scale. Fails — leaving the model as it was before the update — when the loss
+    /// or the gradient norm is not finite.
     member _.TrainStep(train: int[]) : Result<StepReport, string> =
         let c = config.Train
 
-        if train.Length < c.SeqLen + 1 then
+        if c.Task = TextWindows && train.Length < c.SeqLen + 1 then
             Error
                 $"the training text has {train.Length} tokens; sequences of {c.SeqLen} need at least {c.SeqLen + 1}. Use a larger corpus or a smaller --seq-len."
         else
             let watch = Stopwatch.StartNew()
             let next = step + 1
 
+            let draws =
+                match config.Model.PositionScaling with
+                | CrdNtk schedule ->
+                    List.init c.Accumulation (fun i -> Some(ScaledRope.crdDraw schedule (int c.Seed) (next - 1) i))
+                | _ -> List.replicate c.Accumulation None
+
+            let lengths =
+                draws
+                |> List.map (fun d ->
+                    match d with
+                    | Some d -> min d.Length c.SeqLen
+                    | None -> c.SeqLen)
+
             let batches =
-                Array.init c.Accumulation (fun _ ->
-                    Array.init c.BatchSize (fun _ -> rng.NextInt64(int64 (train.Length - c.SeqLen))))
+                lengths
+                |> List.map (fun length ->
+                    match c.Task with
+                    | TextWindows ->
+                        Array.init c.BatchSize (fun _ ->
+                            let start = rng.NextInt64(int64 (train.Length - length))
+                            Array.init (length + 1) (fun j -> int64 train.[int start + j]))
+                    | PasskeySamples ->
+                        let source = Random(int (rng.NextSeed() % 2_147_483_647L))
+
+                        Array.init c.BatchSize (fun _ ->
+                            Passkey.trainingSample tokenizer (length + 1) source |> Array.map int64))
 
             torch.manual_seed (rng.NextSeed()) |> ignore
             model.train ()
             optimizer.ZeroGrad()
             let mutable lossSum = 0.0
+            let mutable tokens = 0L
 
-            for starts in batches do
+            for rows, draw in List.zip batches draws do
                 use scope = torch.NewDisposeScope()
+                let width = int64 rows.[0].Length
+                let batch = torch.tensor(Array.concat rows).view(int64 c.BatchSize, width)
+                let input = batch.narrow (1L, 0L, width - 1L)
+                let target = batch.narrow (1L, 1L, width - 1L)
 
-                let data =
-                    Array.init (c.BatchSize * (c.SeqLen + 1)) (fun k ->
-                        let b, j = k / (c.SeqLen + 1), k % (c.SeqLen + 1)
-                        int64 train.[int starts.[b] + j])
+                let logits =
+                    match draw with
+                    | Some d ->
+                        let positions = ScaledRope.crdPositions d |> Array.truncate (int width - 1)
+                        model.ForwardAt(input, positions, Some(NtkAware d.Scale))
+                    | None -> model.forward input
 
-                let batch = torch.tensor(data).view(int64 c.BatchSize, int64 (c.SeqLen + 1))
-                let input = batch.narrow (1L, 0L, int64 c.SeqLen)
-                let target = batch.narrow (1L, 1L, int64 c.SeqLen)
-                let loss = Evaluate.crossEntropy (model.forward input) target
+                let loss = Evaluate.crossEntropy logits target
                 (loss / float c.Accumulation).backward()
                 lossSum <- lossSum + float (loss.item<float32>())
+                tokens <- tokens + int64 c.BatchSize * (width - 1L)
 
             let loss = lossSum / float c.Accumulation
             let norm = optimizer.ClipGradients c.GradClip
@@ -242,7 +283,6 @@ type TrainSession
                 let lr = Schedule.learningRate schedule next
                 optimizer.Step lr
                 step <- next
-                let tokens = int64 c.Accumulation * int64 c.BatchSize * int64 c.SeqLen
                 tokensSeen <- tokensSeen + tokens
                 let seconds = watch.Elapsed.TotalSeconds
                 elapsed <- elapsed + seconds
@@ -257,6 +297,7 @@ type TrainSession
                         StepSeconds = seconds
                         TokensSeen = tokensSeen
                         ElapsedSeconds = elapsed
+                        Draws = List.choose id draws
                     }
 
     /// Mean validation loss (nats per token) over windows of the training length.
