@@ -21,6 +21,9 @@ let logPath (outDir: string) = Path.Combine(outDir, "train_log.csv")
 let validationLogPath (outDir: string) =
     Path.Combine(outDir, "validation_log.csv")
 
+/// The CRD NTK draw log of a run folder (one row per micro-batch; CRD NTK runs only).
+let crdLogPath (outDir: string) = Path.Combine(outDir, "crd_log.csv")
+
 /// How the loop runs.
 type Options =
     {
@@ -114,6 +117,12 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
     let validationLog = validationLogPath options.OutDir
     trimLog log csvHeader session.Step
     trimLog validationLog "step,validation_loss,validation_perplexity" session.Step
+    let crdLog = crdLogPath options.OutDir
+
+    match session.Config.Model.PositionScaling with
+    | LongNet.Modules.CrdNtk _ -> trimLog crdLog "step,micro_batch,scale,offset,length,split,gap" session.Step
+    | _ -> ()
+
     let reports = ResizeArray<StepReport>()
     let validation = ResizeArray<int * float>()
     let watch = Stopwatch.StartNew()
@@ -181,6 +190,14 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
                 log,
                 $"{r.Step},{invariant r.Loss},{invariant r.LearningRate},{invariant r.GradNorm},{invariant (float r.Tokens / r.StepSeconds)},{invariant r.ElapsedSeconds},{r.TokensSeen}\n"
             )
+
+            if not r.Draws.IsEmpty then
+                let rows =
+                    r.Draws
+                    |> List.mapi (fun i d ->
+                        $"{r.Step},{i},{invariant d.Scale},{d.Offset},{d.Length},{d.Split},{d.Gap}\n")
+
+                File.AppendAllText(crdLog, String.Join("", rows))
 
             fitToBudget ()
 
