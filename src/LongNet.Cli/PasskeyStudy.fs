@@ -21,14 +21,15 @@ open LongNet.Cli.Errors
 let help =
     """longnet passkey-study --out DIR [--train-length 256] [--factors 1,2,4,8,16] [--depths 0,0.25,0.5,0.75,1]
               [--trials 4] [--steps 800] [--crd-steps 400] [--attentions dense,dilated,select-merge]
-              [--seed 1] [--batch 8] [--embed 64] [--layers 2] [--heads 4]
+              [--seed 1] [--batch 8] [--embed 64] [--layers 2] [--heads 4] [--learning-rate 0.003]
+              [--block-size 16] [--top-k 4]
 
 The CASM passkey experiment, reproducible from its seed: for each attention kind, train a tiny byte-level
 model on generated passkey samples of --train-length tokens (plain RoPE, --steps steps), fine-tune a copy
 with CRD NTK (--crd-steps steps, scales 1 … the largest factor), then evaluate passkey retrieval at
 train-length × each factor, for plain RoPE, PI, NTK and YaRN on the base model (s = length / T) and CRD NTK
-on the fine-tuned one. Select-merge uses blocks of 16, top-4, a sink block and renumbered positions;
-dilated uses groups (T/4,1) (T/2,2) (T,4).
+on the fine-tuned one (learning rate a third of --learning-rate). Select-merge uses blocks of
+--block-size, --top-k, a sink block and renumbered positions; dilated uses groups (T/4,1) (T/2,2) (T,4).
 
 Writes DIR/results.json, DIR/results.md, DIR/heatmap-<attention>-<scaling>.png and the training runs
 under DIR/runs/. Exit codes: 0 done, 2 bad command line, 1 failure."""
@@ -48,6 +49,9 @@ let private valueOptions =
         "--embed"
         "--layers"
         "--heads"
+        "--learning-rate"
+        "--block-size"
+        "--top-k"
     ]
 
 /// The scalings compared, in table order: (name, whether it runs on the CRD-fine-tuned weights).
@@ -55,7 +59,15 @@ let scalings =
     [ "none", false; "pi", false; "ntk", false; "yarn", false; "crd-ntk", true ]
 
 /// The model of the study for one attention kind.
-let modelFor (attention: string) (trainLength: int) (embed: int) (layers: int) (heads: int) : ModelConfig =
+let modelFor
+    (attention: string)
+    (trainLength: int)
+    (embed: int)
+    (layers: int)
+    (heads: int)
+    (blockSize: int)
+    (topK: int)
+    : ModelConfig =
     { ModelConfig.defaults with
         EmbedDim = embed
         Layers = layers
@@ -70,8 +82,8 @@ let modelFor (attention: string) (trainLength: int) (embed: int) (layers: int) (
             | "select-merge" ->
                 AttentionKind.SelectMerge
                     {
-                        BlockSize = 16
-                        TopK = 4
+                        BlockSize = blockSize
+                        TopK = topK
                         MergeFactor = 1
                         Sink = true
                         RenumberPositions = true
@@ -214,6 +226,16 @@ let run (argv: string list) : int =
             let embed = intOption p "--embed" 2L 4096L 64L |> int
             let layers = intOption p "--layers" 1L 64L 2L |> int
             let heads = intOption p "--heads" 1L 64L 4L |> int
+            let blockSize = intOption p "--block-size" 1L 65_536L 16L |> int
+            let topK = intOption p "--top-k" 0L 65_536L 4L |> int
+
+            let learningRate =
+                optional p "--learning-rate"
+                |> Option.map (toFloat "--learning-rate" true)
+                |> Option.defaultValue 3e-3
+
+            if learningRate >= 1.0 then
+                raise (UsageError $"--learning-rate must be in (0, 1), got {learningRate}.")
 
             let attentions =
                 (optional p "--attentions" |> Option.defaultValue "dense,dilated,select-merge")
@@ -221,7 +243,7 @@ let run (argv: string list) : int =
                 |> List.ofArray
 
             for a in attentions do
-                modelFor a trainLength embed layers heads |> ignore
+                modelFor a trainLength embed layers heads blockSize topK |> ignore
 
             Native.ensureLoaded () |> ignore
             let tokenizer = Tokenizer.byteLevel ()
@@ -240,7 +262,7 @@ let run (argv: string list) : int =
                     Steps = steps
                     BatchSize = batch
                     SeqLen = trainLength
-                    LearningRate = 3e-3
+                    LearningRate = learningRate
                     WarmupSteps = min 30 (max 0 (steps - 1))
                     LogEvery = 50
                     CheckpointEvery = 0
@@ -251,7 +273,7 @@ let run (argv: string list) : int =
             let rows =
                 [
                     for attention in attentions do
-                        let model = modelFor attention trainLength embed layers heads
+                        let model = modelFor attention trainLength embed layers heads blockSize topK
 
                         let baseRun =
                             {
@@ -283,7 +305,7 @@ let run (argv: string list) : int =
                                     { train with
                                         Steps = crdSteps
                                         WarmupSteps = min 10 (max 0 (crdSteps - 1))
-                                        LearningRate = 1e-3
+                                        LearningRate = learningRate / 3.0
                                     }
                             }
 
@@ -341,6 +363,7 @@ let run (argv: string list) : int =
             settings["steps"] <- JsonValue.Create steps
             settings["crdSteps"] <- JsonValue.Create crdSteps
             settings["seed"] <- JsonValue.Create seed
+            settings["learningRate"] <- JsonValue.Create learningRate
             settings["seconds"] <- JsonValue.Create(Math.Round(watch.Elapsed.TotalSeconds, 1))
             settings["processors"] <- JsonValue.Create Environment.ProcessorCount
             Directory.CreateDirectory out |> ignore
