@@ -76,7 +76,8 @@ public sealed class Benchmark
             settings.Batch,
             settings.Heads,
             settings.HeadDim,
-            settings.MaxDenseSeconds);
+            settings.MaxDenseSeconds,
+            null); // select-and-merge rows use Benchmarking.defaultSelectMerge
 
         var skipped = new List<BenchmarkSkip>();
         var report = FuncConvert.FromAction<FsBenchEvent>(e =>

@@ -262,6 +262,8 @@ public sealed class LongNetModelBuilder
             Interop.ToFSharp(settings.Offsets),
             settings.Causal ? FsArchitecture.Decoder : FsArchitecture.Encoder,
             Interop.ToFSharp(settings.Position, settings.RopeBase, settings.XPosScaleBase),
+            global::LongNet.Modules.AttentionKind.Dilated,
+            global::LongNet.Modules.ScalingMethod.PlainRope,
             settings.SubLayerNorm,
             settings.Dropout,
             settings.Bias,

@@ -119,6 +119,7 @@ public sealed class MultiheadDilatedAttentionBuilder
             embeddingDim,
             heads,
             attention.Config,
+            global::LongNet.Modules.AttentionKind.Dilated,
             Interop.ToFSharp(settings.Position, settings.RopeBase, settings.XPosScaleBase),
             settings.SubLayerNorm,
             settings.Dropout,

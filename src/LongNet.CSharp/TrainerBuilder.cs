@@ -275,6 +275,7 @@ public sealed class TrainerBuilder
         int? checkpointEvery = null,
         int? evalTokens = null) =>
         new(
+            t.Task,
             steps ?? t.Steps,
             batchSize ?? t.BatchSize,
             seqLen ?? t.SeqLen,

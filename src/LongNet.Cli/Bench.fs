@@ -12,11 +12,11 @@ open LongNet.Cli.Args
 
 /// The command's help text.
 let help =
-    """longnet bench [--n 2048,4096,...] [--modes fwd,fwdbwd] [--causal] [--impls dilated,dense]
+    """longnet bench [--n 2048,4096,...] [--modes fwd,fwdbwd] [--causal] [--impls dilated,dense,selectmerge]
               [--segments 2048,4096,8192] [--rates 1,2,4] [--offsets paper|blocks]
               [--dtype float32|bfloat16|float64] [--device cpu|cuda] [--repeats 3]
               [--batch 1] [--heads 8] [--head-dim 64] [--max-dense-seconds 120]
-              [--json PATH] [--plots DIR]
+              [--block-size 64] [--top-k 4] [--json PATH] [--plots DIR]
 longnet bench --dist [--ranks 1,2,4,8] [--n 65536] [--segments …] [--rates …] [--heads 8] [--head-dim 64]
               [--causal] [--json PATH] [--plots DIR]
 
@@ -28,6 +28,8 @@ GFLOP/s, that as a fraction of the GEMM rate, the speed-up over dense and the pe
 process's peak resident set above the pre-cell baseline; CUDA: not measured). Dense cells expected
 to exceed --max-dense-seconds are skipped. Defaults: N = 2K…128K on CPU (up to 1M on CUDA), batch 1,
 8 heads, head dim 64, float32 on CPU / bfloat16 on CUDA, groups 2048,4096,8192 / 1,2,4 (clipped to N).
+--impls selectmerge adds CASM select-and-merge attention (explicit masked softmax; blocks of --block-size,
+--top-k other blocks plus a sink, merge factor 1); its pairs are the (query, key) scores it computes.
 
 With --dist: the communication volume of sequence-parallel dilated attention per rank for each P in
 --ranks (default 1,2,4,8), counted on simulated ranks (one process), next to the same segments
@@ -121,6 +123,8 @@ let private runGrid (argv: string list) : int =
                 "heads"
                 "head-dim"
                 "max-dense-seconds"
+                "block-size"
+                "top-k"
                 "json"
                 "plots"
             ]
@@ -168,8 +172,8 @@ let private runGrid (argv: string list) : int =
             raise (UsageError $"--modes takes fwd and/or fwdbwd, got '{m}'.")
 
     for i in impls do
-        if i <> "dilated" && i <> "dense" then
-            raise (UsageError $"--impls takes dilated and/or dense, got '{i}'.")
+        if not (List.contains i Benchmarking.implementations) then
+            raise (UsageError $"--impls takes dilated, dense and/or selectmerge, got '{i}'.")
 
     let segments = optional p "segments" |> Option.defaultValue "2048,4096,8192"
     let rates = optional p "rates" |> Option.defaultValue "1,2,4"
@@ -229,6 +233,16 @@ let private runGrid (argv: string list) : int =
             Heads = heads
             HeadDim = headDim
             MaxDenseSeconds = maxDense
+            SelectMerge =
+                Some(
+                    Casm.SelectMergeConfig.create
+                        (intOption p "block-size" 1L 1_048_576L 64L |> int)
+                        (intOption p "top-k" 0L 1_048_576L 4L |> int)
+                        1
+                        true
+                        config.Causal
+                        false
+                )
         }
 
     printfn "measuring the GEMM rate (2048³ %A matmul)…" dtype

@@ -11,8 +11,9 @@ open LongNet.Cli.Errors
 let help =
     """longnet generate --checkpoint PATH (--prompt TEXT | --prompt-file PATH) --max-new-tokens N [--greedy | --temperature T --top-k K --top-p P] [--seed S]
 
-Continues a prompt with a trained model (incremental decoding with the exact KV cache) and prints only
-the continuation on stdout.
+Continues a prompt with a trained model (incremental decoding with the exact KV cache; models without
+one — select-and-merge attention, dynamic or CRD NTK scaling — recompute the full forward per token)
+and prints only the continuation on stdout.
 
   --checkpoint PATH   a checkpoint written by `longnet train`
   --prompt TEXT       the prompt text

@@ -6,8 +6,10 @@ open System
 open System.IO
 open System.Text.Json.Nodes
 open LongNet
+open LongNet.Modules
 open LongNet.Text
 open LongNet.Training
+open LongNet.Cli.Args
 open LongNet.Cli.Errors
 
 /// Usage text.
@@ -23,6 +25,9 @@ greedily and a trial counts when the generated digits equal the pass key exactly
   --depths D,…        depths in [0, 1] of the pass key (default 0,0.25,0.5,0.75,1)
   --trials N          prompts per cell (default 5)
   --seed S            seed of the pass keys (default 1)
+  --scaling NAME      evaluate with this RoPE scaling instead of the checkpoint's, at s = max(1, length/T):
+                      none, pi, ntk, yarn, dynamic-ntk, crd-ntk (= dynamic NTK, CRD's inference rule)
+  --trained-length T  T for --scaling (default: the checkpoint's training sequence length)
   --json PATH         also write the results as JSON
   --heatmap PATH      also draw the accuracy grid as a PNG heatmap
 
@@ -37,6 +42,8 @@ let private valueOptions =
         "--seed"
         "--json"
         "--heatmap"
+        "--scaling"
+        "--trained-length"
     ]
 
 /// Parses a comma-separated list of depths, each in [0, 1].
@@ -68,7 +75,8 @@ let private writeJson (path: string) (checkpoint: string) (cells: PasskeyCell li
     root["cells"] <- array
     Loading.writeText path (root.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
 
-let private heatmap (path: string) (lengths: int list) (depths: float list) (cells: PasskeyCell list) =
+/// Draws an accuracy grid (rows: depth, columns: length) as a PNG heatmap titled `title`.
+let heatmapTitled (title: string) (path: string) (lengths: int list) (depths: float list) (cells: PasskeyCell list) =
     let grid =
         Array2D.init depths.Length lengths.Length (fun i j ->
             let c = cells |> List.find (fun c -> c.Depth = depths.[i] && c.Length = lengths.[j])
@@ -77,8 +85,49 @@ let private heatmap (path: string) (lengths: int list) (depths: float list) (cel
 
     let plot = new ScottPlot.Plot()
     plot.Add.Heatmap(grid) |> ignore
-    plot.Title "Passkey retrieval accuracy (rows: depth, columns: length)"
+    plot.Title title
     plot.SavePng(path, 900, 540) |> ignore
+
+let private heatmap (path: string) (lengths: int list) (depths: float list) (cells: PasskeyCell list) =
+    heatmapTitled "Passkey retrieval accuracy (rows: depth, columns: length)" path lengths depths cells
+
+/// The scaling `name` (none, pi, ntk, yarn, dynamic-ntk, crd-ntk) for prompts of `length` tokens on a
+/// model trained at `trained` tokens: s = max(1, length / trained) for the static methods; crd-ntk
+/// evaluates as dynamic NTK (its inference rule).
+let scalingFor (name: string) (trained: int) (length: int) : ScalingMethod =
+    let s = max 1.0 (float length / float trained)
+
+    match name with
+    | "none" -> PlainRope
+    | "pi" -> Interpolation s
+    | "ntk" -> NtkAware s
+    | "yarn" ->
+        Yarn
+            {
+                Scale = s
+                TrainedLength = trained
+                Alpha = 1.0
+                Beta = 32.0
+            }
+    | "dynamic-ntk"
+    | "crd-ntk" -> DynamicNtk trained
+    | other -> raise (Args.UsageError $"--scaling must be none, pi, ntk, yarn, dynamic-ntk or crd-ntk, got '{other}'.")
+
+/// Passkey accuracy of `model` over lengths × depths, `trials` prompts per cell with pass keys drawn from
+/// `seed` (the library's evaluation; bad sizes and generation errors end the command with their message).
+let evaluate
+    (model: LongNetModel)
+    (tokenizer: ITokenizer)
+    (lengths: int list)
+    (depths: float list)
+    (trials: int)
+    (seed: int)
+    : PasskeyCell list =
+    try
+        PasskeyEvaluation.evaluate model tokenizer lengths depths trials seed ignore
+        |> orFail
+    with :? ArgumentException as e ->
+        fail (firstLine e)
 
 /// Runs `longnet passkey`.
 let run (argv: string list) : int =
@@ -111,15 +160,31 @@ let run (argv: string list) : int =
                 |> Option.map (Args.toInt "--seed" 0L (int64 Int32.MaxValue) >> int)
                 |> Option.defaultValue 1
 
-            let model, tokenizer, _ = Loading.loadModel checkpoint
+            let model, tokenizer, header = Loading.loadModel checkpoint
             use model = model
 
+            let trained =
+                intOption p "--trained-length" 1L 1_073_741_824L (int64 header.Train.SeqLen)
+                |> int
+
             let cells =
-                try
-                    PasskeyEvaluation.evaluate model tokenizer lengths depths trials seed ignore
-                    |> orFail
-                with :? ArgumentException as e ->
-                    fail (firstLine e)
+                match Args.optional p "--scaling" with
+                | None -> evaluate model tokenizer lengths depths trials seed
+                | Some name ->
+                    // each length with the scaling at s = max(1, length / trained length), on the same weights
+                    let weights = Checkpoint.weights model |> Map.ofList
+
+                    [
+                        for length in lengths do
+                            let config =
+                                { model.Config with
+                                    PositionScaling = scalingFor name trained length
+                                }
+
+                            use scaled = new LongNetModel(config)
+                            Checkpoint.loadWeights scaled weights |> orFail
+                            yield! evaluate scaled tokenizer [ length ] depths trials (seed + length)
+                    ]
 
             printfn "%s" (PasskeyEvaluation.table lengths depths cells)
 

@@ -16,11 +16,18 @@ let private commands: (string * string * (string list -> int) * string) list =
         "time and memory of dilated vs dense attention over a grid of N (JSON, table, plots)",
         Bench.run,
         Bench.help
-        "train", "train a LongNet language model on a corpus", Train.run, Train.help
+        "train", "train a LongNet language model on a corpus or on generated passkey samples", Train.run, Train.help
         "eval", "perplexity of a checkpoint at several sequence lengths", Evaluate.run, Evaluate.help
-        "generate", "continue a prompt with a checkpoint (KV-cache decoding)", Generate.run, Generate.help
+        "generate",
+        "continue a prompt with a checkpoint (KV-cache decoding where the model has one)",
+        Generate.run,
+        Generate.help
         "demo", "the main job: train, evaluate and sample a small LongNet in minutes", ModelDemo.run, ModelDemo.help
         "passkey", "passkey retrieval over prompt lengths × depths (table, JSON, heatmap)", Passkey.run, Passkey.help
+        "passkey-study",
+        "the CASM experiment: train, CRD-NTK fine-tune and passkey-evaluate tiny models (docs/passkey)",
+        PasskeyStudy.run,
+        PasskeyStudy.help
         "attention-demo", "dilated attention against dense attention, its plan and speed", Demo.run, Demo.help
     ]
 

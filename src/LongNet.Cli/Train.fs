@@ -15,29 +15,46 @@ open LongNet.Cli.Errors
 
 /// Usage text.
 let help =
-    """longnet train --corpus PATH (--config PATH | --preset NAME) --out DIR [--resume] [--steps N] [--seq-len N] [--seed S] [--ranks P]
+    """longnet train (--corpus PATH | --task passkey) (--config PATH | --preset NAME) --out DIR [--resume]
+              [--steps N] [--seq-len N] [--seed S] [--init CHECKPOINT] [--ranks P]
+              [--attention dilated|dense|select-merge] [--scaling none|pi|ntk|dynamic-ntk|yarn|crd-ntk] [...]
 
-Trains a LongNet language model (a Transformer whose attention is dilated attention).
+Trains a LongNet language model (a Transformer whose attention is dilated attention by default).
 
   --corpus PATH     a UTF-8 text file, or a folder of them (read recursively)
+  --task NAME       text (default: windows of --corpus) or passkey (generated passkey prompts with their
+                    answers, at a random depth; no corpus needed) — teaches a model passkey retrieval
   --config PATH     a JSON run configuration: { "preset", "model", "train", "tokenizer" } (all optional)
   --preset NAME     a built-in configuration instead of --config: tiny, demo, small
   --out DIR         the run folder: checkpoint.ckpt, config.json, train_log.csv, validation_log.csv
   --resume          continue the run in DIR (same corpus; --config/--preset, if given, must match it)
   --steps N         total optimizer steps of the run (overrides the configuration; may extend a resumed run)
   --seq-len N       training sequence length (overrides the configuration; not when resuming)
-  --seed S          seed of initialisation, batches and dropout (not when resuming)
+  --seed S          seed of initialisation, batches, dropout and CRD draws (not when resuming)
+  --init CHECKPOINT start from that checkpoint's weights (fine-tuning, e.g. with --scaling crd-ntk); the
+                    model must have the same shape
   --ranks P         sequence parallel: split every training sequence over P processes started by mpirun
                     (each holds a contiguous slice; attention exchanges dilated keys/values over MPI;
                     gradients are summed so every rank takes the same step; rank 0 prints and saves):
                       mpirun --allow-run-as-root --oversubscribe -np P longnet train --ranks P …
-                    needs Open MPI (apt-get install openmpi-bin libopenmpi-dev); see docs/distributed.md
+                    needs Open MPI (apt-get install openmpi-bin libopenmpi-dev); dilated attention,
+                    plain RoPE and the text task only; see docs/distributed.md
+"""
+    + ModelOptions.help
+    + """
+
+With --scaling crd-ntk every micro-batch draws (seeded by --seed, the step and its index) an NTK scale from
+a ceiling that grows over each cycle and restarts, a random length and randomly truncated positions with a
+gap (see docs/casm.md); the draws are logged to crd_log.csv. At inference crd-ntk is dynamic NTK.
 
 Ctrl+C stops after the current step and saves (under mpirun, Ctrl+C ends every rank; the last saved
 checkpoint stays). Exit codes: 0 done, 2 bad command line, 1 failure."""
 
 let private valueOptions =
-    [
+    ModelOptions.valueOptions
+    @ [
+        "--task"
+        "--init"
         "--corpus"
         "--config"
         "--preset"
@@ -48,7 +65,7 @@ let private valueOptions =
         "--ranks"
     ]
 
-let private switches = [ "--resume"; "--help" ]
+let private switches = [ "--resume"; "--help" ] @ ModelOptions.switches
 
 /// Reads the run configuration named by --config or --preset (or None when neither is given).
 let configFrom (p: Args.Parsed) : RunConfig option =
@@ -61,7 +78,15 @@ let configFrom (p: Args.Parsed) : RunConfig option =
         | Error e -> raise (Args.UsageError e)
     | None, None -> None
 
-/// Applies --steps, --seq-len and --seed to a configuration.
+/// The training task named by --task (None when absent).
+let private taskFrom (p: Args.Parsed) : TrainTask option =
+    match Args.optional p "--task" with
+    | None -> None
+    | Some "text" -> Some TextWindows
+    | Some "passkey" -> Some PasskeySamples
+    | Some other -> raise (Args.UsageError $"--task must be text or passkey, got '{other}'.")
+
+/// Applies --steps, --seq-len, --seed, --task and the attention and scaling options to a configuration.
 let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
     let steps =
         Args.optional p "--steps"
@@ -74,13 +99,34 @@ let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
     let seed =
         Args.optional p "--seed" |> Option.map (Args.toInt "--seed" 0L Int64.MaxValue)
 
+    let seqLen = defaultArg seqLen c.Train.SeqLen
+
     { c with
+        Model = ModelOptions.apply p seqLen c.Model
         Train =
             { c.Train with
                 Steps = defaultArg steps c.Train.Steps
-                SeqLen = defaultArg seqLen c.Train.SeqLen
+                SeqLen = seqLen
                 Seed = defaultArg seed c.Train.Seed
+                Task = defaultArg (taskFrom p) c.Train.Task
             }
+    }
+
+/// The generated passkey corpus of a passkey run: no training text, and 32 fixed-seed samples of
+/// seqLen + 1 tokens as validation text.
+let passkeyCorpus (tokenizer: ITokenizer) (seqLen: int) : Corpus =
+    let rng = Random(20_241_005)
+
+    let validation =
+        Array.init 32 (fun _ -> Passkey.trainingSample tokenizer (seqLen + 1) rng)
+        |> Array.concat
+
+    {
+        Description = "generated passkey samples"
+        Documents = 32
+        Characters = int64 validation.Length
+        Train = [||]
+        Validation = validation
     }
 
 /// Prints what a run is about to do.
@@ -100,9 +146,9 @@ let describe (session: TrainSession) (corpus: Corpus) =
         m.FeedForwardDim
         groups
         (match m.Position with
-         | Rope _ -> "RoPE"
-         | XPos _ -> "xPos"
-         | NoPosition -> "no positions")
+         | Rope _ -> "RoPE, " + ModelOptions.describe m
+         | XPos _ -> "xPos, " + ModelOptions.describe m
+         | NoPosition -> "no positions, " + ModelOptions.describe m)
         (session.Model.ParameterCount.ToString("N0"))
 
     printfn
@@ -172,7 +218,6 @@ let private checkLaunch (ranks: int) =
 
 /// Trains on this process (`split` = None) or on this rank of a split run.
 let private train (p: Args.Parsed) (split: ICommunicator option) : int =
-    let corpusPath = Args.required p "--corpus"
     let outDir = Args.required p "--out"
     let requested = configFrom p
     let resume = Args.has p "--resume"
@@ -210,13 +255,37 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
             let config = overrides p requested.Value
             let tokenizer = RunConfig.tokenizer config |> orFail
 
-            match split with
-            | None -> TrainSession.Create(config, tokenizer)
-            | Some comm -> TrainSession.Create(config, tokenizer, comm)
-            |> orFail
+            let session =
+                match split with
+                | None -> TrainSession.Create(config, tokenizer)
+                | Some comm -> TrainSession.Create(config, tokenizer, comm)
+                |> orFail
+
+            match Args.optional p "--init" with
+            | None -> ()
+            | Some path ->
+                let loaded = Checkpoint.load path |> orFail
+
+                try
+                    match Checkpoint.loadWeights session.Model loaded.Tensors with
+                    | Ok() ->
+                        if leader then
+                            printfn "starting from the weights of %s" path
+                    | Error e ->
+                        (session :> IDisposable).Dispose()
+                        fail $"--init: checkpoint '{path}' does not fit this model ({e}); give one with the same shape."
+                finally
+                    for KeyValue(_, t) in loaded.Tensors do
+                        t.Dispose()
+
+            session
 
     use session = session
-    let corpus = Loading.loadCorpus session.Tokenizer corpusPath
+
+    let corpus =
+        match session.Config.Train.Task with
+        | PasskeySamples -> passkeyCorpus session.Tokenizer session.Config.Train.SeqLen
+        | TextWindows -> Loading.loadCorpus session.Tokenizer (Args.required p "--corpus")
 
     if leader then
         Directory.CreateDirectory outDir |> ignore
@@ -286,11 +355,27 @@ let run (argv: string list) : int =
             printfn "%s" help
             0
         else
-            Args.required p "--corpus" |> ignore
-            Args.required p "--out" |> ignore
             let resume = Args.has p "--resume"
 
-            if not resume && (configFrom p).IsNone then
+            let modelOptionGiven =
+                ModelOptions.valueOptions |> List.exists (fun o -> (Args.optional p o).IsSome)
+                || ModelOptions.switches |> List.exists (Args.has p)
+
+            if
+                resume
+                && (modelOptionGiven
+                    || (Args.optional p "--task").IsSome
+                    || (Args.optional p "--init").IsSome)
+            then
+                raise (
+                    Args.UsageError
+                        "--task, --init and the attention and scaling options cannot change when resuming; start a new run in another --out."
+                )
+
+            Args.required p "--out" |> ignore
+            let requested = configFrom p
+
+            if not resume && requested.IsNone then
                 raise (Args.UsageError "give --config PATH or --preset NAME (tiny, demo, small).")
 
             match Args.optional p "--ranks" |> Option.map (Args.toInt "--ranks" 1L 4096L >> int) with

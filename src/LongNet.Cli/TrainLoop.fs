@@ -25,6 +25,9 @@ let logPath (outDir: string) = Path.Combine(outDir, "train_log.csv")
 let validationLogPath (outDir: string) =
     Path.Combine(outDir, "validation_log.csv")
 
+/// The CRD NTK draw log of a run folder (one row per micro-batch; CRD NTK runs only).
+let crdLogPath (outDir: string) = Path.Combine(outDir, "crd_log.csv")
+
 /// How the loop runs.
 type Options =
     {
@@ -132,10 +135,16 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
     let log = logPath options.OutDir
     let validationLog = validationLogPath options.OutDir
 
+    let crdLog = crdLogPath options.OutDir
+
     if leader then
         Directory.CreateDirectory options.OutDir |> ignore
         trimLog log csvHeader session.Step
         trimLog validationLog "step,validation_loss,validation_perplexity" session.Step
+
+        match session.Config.Model.PositionScaling with
+        | LongNet.Modules.CrdNtk _ -> trimLog crdLog "step,micro_batch,scale,offset,length,split,gap" session.Step
+        | _ -> ()
 
     let reports = ResizeArray<StepReport>()
     let validation = ResizeArray<int * float>()
@@ -209,6 +218,14 @@ let run (session: TrainSession) (corpus: Corpus) (options: Options) : Outcome =
                     log,
                     $"{r.Step},{invariant r.Loss},{invariant r.LearningRate},{invariant r.GradNorm},{invariant (float r.Tokens / r.StepSeconds)},{invariant r.ElapsedSeconds},{r.TokensSeen}\n"
                 )
+
+            if not r.Draws.IsEmpty then
+                let rows =
+                    r.Draws
+                    |> List.mapi (fun i d ->
+                        $"{r.Step},{i},{invariant d.Scale},{d.Offset},{d.Length},{d.Split},{d.Gap}\n")
+
+                File.AppendAllText(crdLog, String.Join("", rows))
 
             fitToBudget ()
 

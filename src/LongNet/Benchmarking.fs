@@ -14,7 +14,7 @@ open TorchSharp
 /// One measured cell of a benchmark grid.
 type BenchCell =
     {
-        /// The implementation: "dilated" or "dense".
+        /// The implementation: "dilated", "dense" or "selectmerge".
         Impl: string
         /// The sequence length N.
         N: int64
@@ -63,6 +63,8 @@ type BenchSettings =
         HeadDim: int64
         /// Dense cells expected (from the GEMM rate) to take longer than this many seconds are skipped.
         MaxDenseSeconds: float
+        /// Select-and-merge settings of the "selectmerge" rows (None: `Benchmarking.defaultSelectMerge`).
+        SelectMerge: Casm.SelectMergeConfig option
     }
 
 /// The machine a benchmark ran on.
@@ -110,11 +112,16 @@ module Benchmarking =
     let modes = [ "fwd"; "fwdbwd" ]
 
     /// The implementations a benchmark knows.
-    let implementations = [ "dilated"; "dense" ]
+    let implementations = [ "dilated"; "dense"; "selectmerge" ]
+
+    /// The select-and-merge rows' default settings: blocks of 64, top-4 blocks plus a sink, merge factor 1.
+    let defaultSelectMerge (causal: bool) : Casm.SelectMergeConfig =
+        Casm.SelectMergeConfig.create 64 4 1 true causal false
 
     /// The attended pairs, the forward FLOPs and the attention function of implementation `impl` for
     /// inputs `[b, h, n, d]` (the one place that knows what each implementation computes).
-    let implementation
+    let implementationWith
+        (selectMerge: Casm.SelectMergeConfig option)
         (impl: string)
         (config: DilatedConfig)
         (batch: int64)
@@ -132,9 +139,23 @@ module Benchmarking =
             pairs,
             4.0 * float pairs * float headDim,
             fun q k v -> torch.nn.functional.scaled_dot_product_attention (q, k, v, is_casual = config.Causal)
+        | "selectmerge" ->
+            let sm =
+                { (defaultArg selectMerge (defaultSelectMerge config.Causal)) with
+                    Causal = config.Causal
+                }
+
+            // The pairs are the (query, key) scores select-and-merge computes.
+            let pairs = Casm.SelectMergePlan.pairCount sm (int n) * heads * batch
+            let scale = DilatedConfig.scaleFor config (int headDim)
+            pairs, 4.0 * float pairs * float headDim, (fun q k v -> fst (Casm.SelectMerge.attend sm None scale q k v))
         | other ->
             let known = String.Join(", ", implementations)
             invalidArg "impls" $"impls must be among {known}, got '{other}'."
+
+    /// `implementationWith` with the default select-and-merge settings.
+    let implementation impl config batch heads n headDim =
+        implementationWith None impl config batch heads n headDim
 
     /// Checks sizes, modes and implementations; the error names the setting.
     let validate (s: BenchSettings) : Result<BenchSettings, ConfigError> =
@@ -257,7 +278,7 @@ module Benchmarking =
         let flopFactor = if backward then 3.5 else 1.0
 
         let pairs, forwardFlops, attend =
-            implementation impl s.Config s.Batch s.Heads n s.HeadDim
+            implementationWith s.SelectMerge impl s.Config s.Batch s.Heads n s.HeadDim
 
         let flops = forwardFlops * flopFactor
 
@@ -304,11 +325,11 @@ module Benchmarking =
                     PeakMb = peak
                 }
 
-    /// The cells with each dilated cell's speed-up over the dense cell of the same N and mode.
+    /// The cells with each sparse cell's speed-up over the dense cell of the same N and mode.
     let withSpeedups (cells: BenchCell list) : BenchCell list =
         cells
         |> List.map (fun c ->
-            if c.Impl = "dilated" then
+            if c.Impl <> "dense" then
                 { c with
                     SpeedupVsDense =
                         cells

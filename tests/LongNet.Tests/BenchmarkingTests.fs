@@ -24,6 +24,7 @@ let private settings () : BenchSettings =
         Heads = 3L
         HeadDim = 8L
         MaxDenseSeconds = 120.0
+        SelectMerge = None
     }
 
 let private cell impl n mode seconds peak =

@@ -35,6 +35,7 @@ let private attentionSettings position causal =
         Embed = 12
         Heads = 3
         Dilated = dilated causal
+        Attention = AttentionKind.Dilated
         Position = position
         SubLayerNorm = true
         Dropout = 0.0

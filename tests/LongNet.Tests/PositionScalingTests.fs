@@ -156,9 +156,13 @@ let ``CRD draws stay within their bounds and are reproducible for a seed``
     && draw.Length >= crd.MinLength
     && draw.Length <= crd.TrainedLength
     && draw.Offset >= 0
-    && float (draw.Offset + draw.Length)
+    && draw.Gap >= 0
+    && draw.Split >= 0
+    && draw.Split <= draw.Length
+    && float (draw.Offset + draw.Gap + draw.Length)
        <= Math.Max(float draw.Length, Math.Floor(draw.Scale * 128.0))
-    && ScaledRope.crdPositions draw = Array.init draw.Length (fun i -> int64 (draw.Offset + i))
+    && ScaledRope.crdPositions draw =
+        Array.init draw.Length (fun i -> int64 (draw.Offset + i + (if i < draw.Split then 0 else draw.Gap)))
 
 [<Fact>]
 let ``CRD scales grow on average over a cycle and vary between samples`` () =
@@ -174,6 +178,16 @@ let ``CRD scales grow on average over a cycle and vary between samples`` () =
         |> List.distinct
 
     Assert.True(offsets.Length > 10)
+
+    // the gap makes distances longer than the sample itself: the widest span reaches well past T
+    let spans =
+        [
+            for sample in 0..49 ->
+                let positions = ScaledRope.crdPositions (ScaledRope.crdDraw crd 7 9 sample)
+                positions.[positions.Length - 1] - positions.[0] + 1L
+        ]
+
+    Assert.True(List.max spans > int64 crd.TrainedLength)
 
 [<Theory>]
 [<InlineData(0.5, 8.0, 10, 16, "minScale")>]

@@ -73,6 +73,35 @@ let groupBlocks (mergeFactor: int) (blocks: torch.Tensor) (valid: torch.Tensor) 
 
     blocks.reshape (s.[0], s.[1], groups, m * b, s.[4]), valid.reshape (groups, m * b)
 
+/// Causal query-group summaries `[B, H, n, d]` → `[B, H, ng, d]`: for group g starting at position
+/// s = g·m·b, the mean of the queries at positions max(0, s − b + 1) … s — the b queries ending at the
+/// group's first row, which every row of the group may see. (The mean over the group's own rows would let
+/// later rows' queries steer the selection of earlier rows: a leak from the future in a causal model.)
+let causalGroupSummaries (blockSize: int) (mergeFactor: int) (groups: int) (q: torch.Tensor) : torch.Tensor =
+    let s = q.shape
+    let b, width = int64 blockSize, int64 (blockSize * mergeFactor)
+
+    let prefix =
+        torch.cat (
+            [|
+                torch.zeros ([| s.[0]; s.[1]; 1L; s.[3] |], dtype = q.dtype, device = q.device)
+                q.cumsum 2L
+            |],
+            2L
+        )
+
+    let first = Array.init groups (fun g -> int64 g * width)
+    let ends = first |> Array.map (fun f -> f + 1L)
+    let starts = first |> Array.map (fun f -> max 0L (f - b + 1L))
+    let index (a: int64[]) = torch.tensor (a, device = q.device)
+
+    let counts =
+        torch.tensor(Array.map2 (fun e st -> float (e - st)) ends starts, dtype = q.dtype, device = q.device).unsqueeze
+            -1L
+
+    (prefix.index_select (2L, index ends) - prefix.index_select (2L, index starts))
+    / counts
+
 /// Correlation scores: each query group's mean query · each key-block summary,
 /// `[B, H, ng, d]` × `[B, H, nb, d]` → `[B, H, ng, nb]`.
 let correlationScores (groupQueries: torch.Tensor) (keySummaries: torch.Tensor) : torch.Tensor =
@@ -173,26 +202,49 @@ let groupQueryLayout
 
     make original, make renumbered
 
-/// RoPE (interleaved pairs, as `Rope.rotate`) at per-row `positions` `[…, n]` (int64, broadcastable to
-/// the leading dims of `x`) for `x` `[…, n, d]`: angles p·θ^(−2i/d) in float64, then x's dtype.
-let rotateAt (settings: RopeSettings) (positions: torch.Tensor) (x: torch.Tensor) : torch.Tensor =
+/// The rotation applied to queries and keys: inverse frequencies f_i `[d/2]` (any RoPE scaling) and an
+/// amplitude that multiplies both (YaRN's temperature; 1 otherwise).
+type Rotation =
+    {
+        /// The inverse frequency of each interleaved pair, f_i (angle = position · f_i).
+        Frequencies: float[]
+        /// The factor multiplying the rotated q and k.
+        Amplitude: float
+    }
+
+/// The rotation of plain RoPE with `settings` for head dimension d.
+let ropeRotation (settings: RopeSettings) (headDim: int) : Rotation =
+    {
+        Frequencies = Rope.inverseFrequencies settings.Base headDim
+        Amplitude = 1.0
+    }
+
+/// Rotates `x` `[…, n, d]` (interleaved pairs, as `Rope.rotate`) at per-row `positions` `[…, n]` (int64,
+/// broadcastable to the leading dims of `x`): angles p·f_i in float64, times the amplitude, then x's dtype.
+let rotateWith (rotation: Rotation) (positions: torch.Tensor) (x: torch.Tensor) : torch.Tensor =
     let d = int x.shape.[x.shape.Length - 1]
 
+    if rotation.Frequencies.Length * 2 <> d then
+        invalidArg "rotation" $"the rotation has {rotation.Frequencies.Length} frequencies; head dim {d} needs {d / 2}."
+
     let frequencies =
-        torch.tensor (Rope.inverseFrequencies settings.Base d, dtype = torch.float64, device = x.device)
+        torch.tensor (rotation.Frequencies, dtype = torch.float64, device = x.device)
 
-    let positions =
-        match settings.Scaling with
-        | Unscaled -> positions.to_type torch.float64
-
-    let angles = positions.unsqueeze(-1L).mul frequencies
+    let angles = positions.to_type(torch.float64).unsqueeze(-1L).mul frequencies
 
     let widen (a: torch.Tensor) (b: torch.Tensor) =
         torch.stack([| a; b |], -1L).flatten(-2L)
 
-    let cos = widen (angles.cos ()) (angles.cos ())
-    let sin = widen (angles.sin().neg()) (angles.sin ())
+    use amplitude = rotation.Amplitude.ToScalar()
+    let cos = widen (angles.cos ()) (angles.cos ()) * amplitude
+    let sin = widen (angles.sin().neg()) (angles.sin ()) * amplitude
     x * cos.to_type x.dtype + Rope.swapPairs x * sin.to_type x.dtype
+
+/// RoPE (interleaved pairs, as `Rope.rotate`) at per-row `positions` `[…, n]` (int64, broadcastable to
+/// the leading dims of `x`) for `x` `[…, n, d]`: angles p·θ^(−2i/d) in float64, then x's dtype.
+let rotateAt (settings: RopeSettings) (positions: torch.Tensor) (x: torch.Tensor) : torch.Tensor =
+    let d = int x.shape.[x.shape.Length - 1]
+    rotateWith (ropeRotation settings d) positions x
 
 /// Masked softmax attention of grouped queries over merged keys: q `[…, R, d]`, k/v `[…, K, d]`,
 /// `allowed` `[…, R, K]` (bool) → (out `[…, R, d]`, lse `[…, R]`), Attend-style (float64 stays float64).
@@ -224,11 +276,12 @@ let attendMasked
     out.to_type q.dtype, lse.squeeze -1L
 
 /// Select-and-merge attention `[B, H, n, d]` → (out `[B, H, n, d]`, lse `[B, H, n]`): each group of m
-/// query blocks attends over the concatenation of its selected key blocks, with causal masking on
-/// original positions and padding masked; `rope` rotates q/k at original or renumbered positions.
-let attend
+/// query blocks attends over the concatenation of its selected key blocks (scored against the group's
+/// mean query; causal: `causalGroupSummaries`, so no row's selection depends on later rows), with causal masking on
+/// original positions and padding masked; `rotation` rotates q/k at original or renumbered positions.
+let attendRotated
     (config: SelectMergeConfig)
-    (rope: RopeSettings option)
+    (rotation: Rotation option)
     (scale: float)
     (q: torch.Tensor)
     (k: torch.Tensor)
@@ -242,10 +295,10 @@ let attend
     let n = q.shape.[2]
 
     let q, k =
-        match rope with
-        | Some settings when not config.RenumberPositions ->
+        match rotation with
+        | Some r when not config.RenumberPositions ->
             let positions = torch.arange (n, dtype = torch.int64, device = q.device)
-            rotateAt settings positions q, rotateAt settings positions k
+            rotateWith r positions q, rotateWith r positions k
         | _ -> q.alias (), k.alias ()
 
     let qBlocks, valid = splitBlocks config.BlockSize q
@@ -253,9 +306,13 @@ let attend
     let vBlocks, _ = splitBlocks config.BlockSize v
     let qGroups, qValid = groupBlocks config.MergeFactor qBlocks valid
 
-    let scores =
-        correlationScores (maskedMean qGroups qValid) (blockSummaries kBlocks valid)
+    let groupSummaries =
+        if config.Causal then
+            causalGroupSummaries config.BlockSize config.MergeFactor (int qGroups.shape.[2]) q
+        else
+            maskedMean qGroups qValid
 
+    let scores = correlationScores groupSummaries (blockSummaries kBlocks valid)
     let selection = selectBlocks config scores
     let slots = selection |> Array.map Array.length |> Array.max
     let bsz, heads, groups = q.shape.[0], q.shape.[1], qGroups.shape.[2]
@@ -269,9 +326,9 @@ let attend
         groupQueryLayout config selection (int groups) qGroups.shape.[..3] q.device
 
     let qGroups, kMerged =
-        match rope with
-        | Some settings when config.RenumberPositions ->
-            rotateAt settings queryRenumbered qGroups, rotateAt settings keyRenumbered kMerged
+        match rotation with
+        | Some r when config.RenumberPositions ->
+            rotateWith r queryRenumbered qGroups, rotateWith r keyRenumbered kMerged
         | _ -> qGroups, kMerged
 
     let allowed = keyValid.unsqueeze -2L
@@ -286,3 +343,17 @@ let attend
     let rows = groups * qGroups.shape.[3]
 
     out.reshape(bsz, heads, rows, q.shape.[3]).narrow(2L, 0L, n), lse.reshape(bsz, heads, rows).narrow(2L, 0L, n)
+
+/// Select-and-merge attention with plain RoPE (`rope`) at original or renumbered positions: see `attendRotated`.
+let attend
+    (config: SelectMergeConfig)
+    (rope: RopeSettings option)
+    (scale: float)
+    (q: torch.Tensor)
+    (k: torch.Tensor)
+    (v: torch.Tensor)
+    : torch.Tensor * torch.Tensor =
+    let rotation =
+        rope |> Option.map (fun r -> ropeRotation r (int q.shape.[q.shape.Length - 1]))
+
+    attendRotated config rotation scale q k v

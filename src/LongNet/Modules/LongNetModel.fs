@@ -53,10 +53,10 @@ type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as 
     /// The block's feed-forward network.
     member _.FeedForward = feedForward
 
-    /// `[b, n, e]` at positions 0 … n−1 with position `tables`; resets `cache` when given.
-    member _.Forward(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache option) : torch.Tensor =
+    /// `[b, n, e]` with precomputed `positions`; resets `cache` when given.
+    member _.Forward(x: torch.Tensor, positions: PositionInputs, cache: LayerCache option) : torch.Tensor =
         use scope = torch.NewDisposeScope()
-        let x = x + attention.Forward(attentionNorm.forward x, tables, cache)
+        let x = x + attention.Forward(attentionNorm.forward x, positions, cache)
         (feedForwardPart x).MoveToOuterDisposeScope()
 
     /// This rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of `slice`, with the
@@ -72,14 +72,10 @@ type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as 
         let x = x + attention.Step(attentionNorm.forward x, tables, cache)
         (feedForwardPart x).MoveToOuterDisposeScope()
 
-    /// `[b, n, e]` → `[b, n, e]` at positions 0 … n−1.
+    /// `[b, n, e]` → `[b, n, e]` at positions 0 … n−1 (plain, unscaled position encoding).
     override b.forward(x: torch.Tensor) : torch.Tensor =
         use scope = torch.NewDisposeScope()
-
-        let tables =
-            Rope.tables config.Position attention.HeadDim (Array.init (int x.shape.[1]) int64) x.dtype x.device
-
-        b.Forward(x, tables, None).MoveToOuterDisposeScope()
+        b.Forward(x, attention.PlainPositions(int x.shape.[1], x), None).MoveToOuterDisposeScope()
 
 /// The LongNet model: token ids `[b, n]` (int64) → logits `[b, n, V]`. Build it after
 /// `torch.manual_seed` for a reproducible initialisation.
@@ -198,32 +194,76 @@ type LongNetModel(config: ModelConfig) as this =
     /// The number of trainable parameters (tied weights counted once).
     member m.ParameterCount: int64 = m.parameters () |> Seq.sumBy _.numel()
 
-    /// The transformer's output `[b, n, e]` after the final LayerNorm, at positions 0 … n−1 (the
-    /// encoder's representation). When `cache` is given (decoder), it is reset to continue at position n.
-    member _.Hidden(tokens: torch.Tensor, cache: KvCache option) : torch.Tensor =
+    /// The position inputs of `positions` at current length `length`, with the configured scaling or
+    /// `scaling` instead (e.g. one CRD draw's NTK scale in training).
+    member _.Positions
+        (positions: int64[], length: int, scaling: ScalingMethod option, dtype: torch.ScalarType, device: torch.Device)
+        : PositionInputs =
+        match config.Position, defaultArg scaling config.PositionScaling with
+        | Rope r, PlainRope ->
+            {
+                Tables = Rope.tables config.Position headDim positions dtype device
+                Rotation = Some(Casm.SelectMerge.ropeRotation r headDim)
+            }
+        | Rope r, method ->
+            let settings = { Base = r.Base; Method = method }
+
+            {
+                Tables = Some(ScaledRope.tables settings headDim length positions dtype device)
+                Rotation =
+                    Some
+                        {
+                            Frequencies = ScaledRope.inverseFrequencies settings headDim length
+                            Amplitude = ScaledRope.attentionScale settings
+                        }
+            }
+        | other, _ ->
+            {
+                Tables = Rope.tables other headDim positions dtype device
+                Rotation = None
+            }
+
+    /// Whether `Prefill`/`Step` decode with an exact KV cache (see `ModelConfig.supportsKvCache`);
+    /// otherwise generation recomputes the full forward for every new token.
+    member _.SupportsKvCache = ModelConfig.supportsKvCache config
+
+    /// The transformer's output `[b, n, e]` after the final LayerNorm for tokens at `positions` (n of
+    /// them, ascending) with the configured position scaling or `scaling` instead. When `cache` is
+    /// given (decoder with a KV cache), it is reset to continue at position n.
+    member m.HiddenAt
+        (tokens: torch.Tensor, positions: int64[], scaling: ScalingMethod option, cache: KvCache option)
+        : torch.Tensor =
         checkTokens tokens tokens.shape.[1]
+
+        if int64 positions.Length <> tokens.shape.[1] then
+            invalidArg "positions" $"positions has {positions.Length} entries for {tokens.shape.[1]} tokens."
 
         match cache with
         | Some c when c.Layers <> config.Layers ->
             invalidArg "cache" $"the cache has {c.Layers} layers; the model has {config.Layers}."
         | Some _ when config.Architecture = Encoder ->
             invalidOp "a KV cache needs a decoder; this model is an encoder (non-causal)."
+        | Some _ when not m.SupportsKvCache ->
+            invalidOp
+                "this model has no KV cache (select-and-merge attention or a length-dependent position scaling); generation recomputes the full forward."
         | _ -> ()
 
         use scope = torch.NewDisposeScope()
         let n = tokens.shape.[1]
         let x = dropout.forward (embedding.forward tokens)
-
-        let tables =
-            Rope.tables config.Position headDim (Array.init (int n) int64) x.dtype x.device
-
+        let inputs = m.Positions(positions, int n, scaling, x.dtype, x.device)
         let mutable x = x
 
         for i in 0 .. config.Layers - 1 do
-            x <- blocks.[i].Forward(x, tables, cache |> Option.map _.Layer(i))
+            x <- blocks.[i].Forward(x, inputs, cache |> Option.map _.Layer(i))
 
         cache |> Option.iter (fun c -> c.Position <- n)
         (finalNorm.forward x).MoveToOuterDisposeScope()
+
+    /// The transformer's output `[b, n, e]` after the final LayerNorm, at positions 0 … n−1 (the
+    /// encoder's representation). When `cache` is given (decoder), it is reset to continue at position n.
+    member m.Hidden(tokens: torch.Tensor, cache: KvCache option) : torch.Tensor =
+        m.HiddenAt(tokens, Array.init (int tokens.shape.[tokens.shape.Length - 1]) int64, None, cache)
 
     /// The transformer's output `[b, slice.Length, e]` after the final LayerNorm for this rank's slice
     /// `tokens` `[b, slice.Length]` of a sequence split over the ranks of `slice` (positions `slice.Start …`):
@@ -261,20 +301,31 @@ type LongNetModel(config: ModelConfig) as this =
         use scope = torch.NewDisposeScope()
         (project (m.Hidden(tokens, None))).MoveToOuterDisposeScope()
 
+    /// Logits `[b, n, V]` of `tokens` `[b, n]` placed at `positions` (n, ascending) with the configured
+    /// scaling or `scaling` instead — how CRD NTK fine-tuning runs a sample at its drawn positions and scale.
+    member m.ForwardAt(tokens: torch.Tensor, positions: int64[], scaling: ScalingMethod option) : torch.Tensor =
+        use scope = torch.NewDisposeScope()
+        (project (m.HiddenAt(tokens, positions, scaling, None))).MoveToOuterDisposeScope()
+
     /// A fresh, empty KV cache for this model.
     member _.NewCache() : KvCache = new KvCache(config.Layers)
 
     /// Runs the prompt `tokens` `[b, n]` through the model, fills `cache` for decoding from position n
-    /// and returns the logits `[b, n, V]`.
+    /// and returns the logits `[b, n, V]`. Needs `SupportsKvCache`.
     member m.Prefill(tokens: torch.Tensor, cache: KvCache) : torch.Tensor =
         use scope = torch.NewDisposeScope()
         (project (m.Hidden(tokens, Some cache))).MoveToOuterDisposeScope()
 
     /// Decodes one token per batch item, `tokens` `[b]`, at position `cache.Position`; returns the
     /// logits `[b, V]` — equal to the full forward's logits at that position — and advances the cache.
-    member _.Step(tokens: torch.Tensor, cache: KvCache) : torch.Tensor =
+    /// Needs `SupportsKvCache`.
+    member m.Step(tokens: torch.Tensor, cache: KvCache) : torch.Tensor =
         if config.Architecture = Encoder then
             invalidOp "incremental decoding needs a decoder; this model is an encoder (non-causal)."
+
+        if not m.SupportsKvCache then
+            invalidOp
+                "this model has no KV cache (select-and-merge attention or a length-dependent position scaling); generation recomputes the full forward."
 
         if cache.Layers <> config.Layers then
             invalidArg "cache" $"the cache has {cache.Layers} layers; the model has {config.Layers}."
@@ -286,7 +337,7 @@ type LongNetModel(config: ModelConfig) as this =
 
         use scope = torch.NewDisposeScope()
         let x = dropout.forward (embedding.forward (tokens.reshape (-1L, 1L)))
-        let tables = Rope.tables config.Position headDim [| p |] x.dtype x.device
+        let tables = m.Positions([| p |], int p + 1, None, x.dtype, x.device).Tables
         let mutable x = x
 
         for i in 0 .. config.Layers - 1 do

@@ -3,6 +3,7 @@
 /// JSON form (camelCase field names, every field optional).
 namespace LongNet.Modules
 
+open System
 open System.Text.Json.Nodes
 open LongNet
 
@@ -38,6 +39,10 @@ type ModelConfig =
         Architecture: Architecture
         /// Relative positions: none, RoPE or xPos.
         Position: PositionEncoding
+        /// Which attention every block computes: dilated (default), dense or select-and-merge.
+        Attention: AttentionKind
+        /// How RoPE positions are rescaled (plain RoPE, PI, NTK-aware, dynamic NTK, YaRN, CRD NTK); RoPE only.
+        PositionScaling: ScalingMethod
         /// Magneto's sub-LN in attention and feed-forward (with its initialisation gain).
         SubLayerNorm: bool
         /// Dropout probability (embeddings, attention output, feed-forward output).
@@ -68,6 +73,8 @@ module ModelConfig =
             Offsets = Paper
             Architecture = Decoder
             Position = Rope Rope.defaultRope
+            Attention = AttentionKind.Dilated
+            PositionScaling = PlainRope
             SubLayerNorm = false
             Dropout = 0.0
             Bias = false
@@ -76,9 +83,102 @@ module ModelConfig =
             MaxPositions = 1 <<< 20
         }
 
-    /// The dilated-attention configuration of every block.
+    /// The select-and-merge options written for a model that does not use them (and read when absent).
+    let defaultSelectMerge: SelectMergeOptions =
+        {
+            BlockSize = 64
+            TopK = 4
+            MergeFactor = 1
+            Sink = true
+            RenumberPositions = true
+        }
+
+    /// The CRD NTK schedule written for a model that does not use one (and read when fields are absent).
+    let defaultCrd: CrdSchedule =
+        {
+            MinScale = 1.0
+            MaxScale = 16.0
+            CycleSteps = 200
+            TrainedLength = 256
+            MinLength = 64
+        }
+
+    /// The dilated-attention configuration of every block (dense attention: one group (maxPositions, 1)
+    /// that covers every position, used by the KV cache).
     let dilated (c: ModelConfig) : Result<DilatedConfig, ConfigError> =
-        DilatedConfig.create c.SegmentLengths c.DilationRates c.Offsets (c.Architecture = Decoder) None
+        match c.Attention with
+        | AttentionKind.Dense -> DilatedConfig.create [ c.MaxPositions ] [ 1 ] c.Offsets (c.Architecture = Decoder) None
+        | _ -> DilatedConfig.create c.SegmentLengths c.DilationRates c.Offsets (c.Architecture = Decoder) None
+
+    /// Whether the position encoding depends on the sequence length (dynamic NTK, CRD NTK at inference):
+    /// then cached keys would go stale, and decoding recomputes.
+    let lengthDependentPositions (c: ModelConfig) : bool =
+        match c.Position, c.PositionScaling with
+        | Rope _, DynamicNtk _
+        | Rope _, CrdNtk _ -> true
+        | _ -> false
+
+    /// Whether the model decodes incrementally with an exact KV cache: a decoder with dilated or dense
+    /// attention and a length-independent position encoding.
+    let supportsKvCache (c: ModelConfig) : bool =
+        c.Architecture = Decoder
+        && not (lengthDependentPositions c)
+        && (match c.Attention with
+            | AttentionKind.SelectMerge _ -> false
+            | _ -> true)
+
+    /// Checks a position scaling (and that it goes with RoPE); the error names the field.
+    let validateScaling (c: ModelConfig) : Result<unit, ConfigError> =
+        let error p m = Error { Parameter = p; Message = m }
+
+        let scale (x: float) =
+            if x >= 1.0 && Double.IsFinite x then
+                Ok()
+            else
+                error "positionScaling.scale" $"positionScaling.scale must be finite and ≥ 1, got {x}."
+
+        let trained (t: int) =
+            if t >= 1 then
+                Ok()
+            else
+                error "positionScaling.trainedLength" $"positionScaling.trainedLength must be ≥ 1, got {t}."
+
+        match c.PositionScaling, c.Position with
+        | PlainRope, _ -> Ok()
+        | _, NoPosition
+        | _, XPos _ ->
+            error
+                "positionScaling.method"
+                "positionScaling.method must be \"none\" unless position is \"rope\" (the scalings rescale RoPE's frequencies)."
+        | Interpolation s, _
+        | NtkAware s, _ -> scale s
+        | DynamicNtk t, _ -> trained t
+        | Yarn y, _ ->
+            if not (y.Alpha >= 0.0 && y.Alpha < y.Beta && Double.IsFinite y.Beta) then
+                error
+                    "positionScaling.yarnBeta"
+                    $"positionScaling.yarnAlpha must be ≥ 0 and below positionScaling.yarnBeta, got alpha = {y.Alpha}, beta = {y.Beta}."
+            else
+                scale y.Scale |> Result.bind (fun () -> trained y.TrainedLength)
+        | CrdNtk k, _ ->
+            if not (k.MinScale >= 1.0 && Double.IsFinite k.MinScale) then
+                error
+                    "positionScaling.crdMinScale"
+                    $"positionScaling.crdMinScale must be finite and ≥ 1, got {k.MinScale}."
+            elif not (k.MaxScale >= k.MinScale && Double.IsFinite k.MaxScale) then
+                error
+                    "positionScaling.crdMaxScale"
+                    $"positionScaling.crdMaxScale must be finite and ≥ crdMinScale ({k.MinScale}), got {k.MaxScale}."
+            elif k.CycleSteps < 1 then
+                error "positionScaling.crdCycleSteps" $"positionScaling.crdCycleSteps must be ≥ 1, got {k.CycleSteps}."
+            elif k.TrainedLength < 1 then
+                trained k.TrainedLength
+            elif k.MinLength < 1 || k.MinLength > k.TrainedLength then
+                error
+                    "positionScaling.crdMinLength"
+                    $"positionScaling.crdMinLength must be in [1, trainedLength = {k.TrainedLength}], got {k.MinLength}."
+            else
+                Ok()
 
     /// The attention settings of every block.
     let attention (c: ModelConfig) (d: DilatedConfig) : AttentionSettings =
@@ -86,6 +186,7 @@ module ModelConfig =
             Embed = c.EmbedDim
             Heads = c.Heads
             Dilated = d
+            Attention = c.Attention
             Position = c.Position
             SubLayerNorm = c.SubLayerNorm
             Dropout = c.Dropout
@@ -118,7 +219,10 @@ module ModelConfig =
 
                 error field e.Message
             | Ok d ->
-                match AttentionSettings.validate (attention c d) with
+                match
+                    AttentionSettings.validate (attention c d)
+                    |> Result.bind (fun _ -> validateScaling c)
+                with
                 | Error e -> Error e
                 | Ok _ ->
                     match c.Position with
@@ -135,6 +239,151 @@ module ModelConfig =
         | NoPosition -> "none"
         | Rope _ -> "rope"
         | XPos _ -> "xpos"
+
+    /// The JSON name of an attention kind: "dilated", "dense" or "select-merge".
+    let attentionName (kind: AttentionKind) : string =
+        match kind with
+        | AttentionKind.Dilated -> "dilated"
+        | AttentionKind.Dense -> "dense"
+        | AttentionKind.SelectMerge _ -> "select-merge"
+
+    /// The JSON name of a scaling method: "none", "pi", "ntk", "dynamic-ntk", "yarn" or "crd-ntk".
+    let scalingName (method: ScalingMethod) : string =
+        match method with
+        | PlainRope -> "none"
+        | Interpolation _ -> "pi"
+        | NtkAware _ -> "ntk"
+        | DynamicNtk _ -> "dynamic-ntk"
+        | Yarn _ -> "yarn"
+        | CrdNtk _ -> "crd-ntk"
+
+    /// The names of the `positionScaling` object's fields.
+    let scalingFieldNames =
+        [
+            "method"
+            "scale"
+            "trainedLength"
+            "yarnAlpha"
+            "yarnBeta"
+            "crdMinScale"
+            "crdMaxScale"
+            "crdCycleSteps"
+            "crdMinLength"
+        ]
+
+    /// The names of the `selectMerge` object's fields.
+    let selectMergeFieldNames =
+        [ "blockSize"; "topK"; "mergeFactor"; "sink"; "renumberPositions" ]
+
+    let private scalingJson (method: ScalingMethod) : JsonObject =
+        let scale, trained, alpha, beta, crd =
+            match method with
+            | PlainRope -> 1.0, defaultCrd.TrainedLength, 1.0, 32.0, defaultCrd
+            | Interpolation s
+            | NtkAware s -> s, defaultCrd.TrainedLength, 1.0, 32.0, defaultCrd
+            | DynamicNtk t -> 1.0, t, 1.0, 32.0, defaultCrd
+            | Yarn y -> y.Scale, y.TrainedLength, y.Alpha, y.Beta, defaultCrd
+            | CrdNtk k -> 1.0, k.TrainedLength, 1.0, 32.0, k
+
+        let o = JsonObject()
+        o.["method"] <- JsonValue.Create(scalingName method)
+        o.["scale"] <- JsonValue.Create scale
+        o.["trainedLength"] <- JsonValue.Create trained
+        o.["yarnAlpha"] <- JsonValue.Create alpha
+        o.["yarnBeta"] <- JsonValue.Create beta
+        o.["crdMinScale"] <- JsonValue.Create crd.MinScale
+        o.["crdMaxScale"] <- JsonValue.Create crd.MaxScale
+        o.["crdCycleSteps"] <- JsonValue.Create crd.CycleSteps
+        o.["crdMinLength"] <- JsonValue.Create crd.MinLength
+        o
+
+    let private selectMergeJson (kind: AttentionKind) : JsonObject =
+        let s =
+            match kind with
+            | AttentionKind.SelectMerge s -> s
+            | _ -> defaultSelectMerge
+
+        let o = JsonObject()
+        o.["blockSize"] <- JsonValue.Create s.BlockSize
+        o.["topK"] <- JsonValue.Create s.TopK
+        o.["mergeFactor"] <- JsonValue.Create s.MergeFactor
+        o.["sink"] <- JsonValue.Create s.Sink
+        o.["renumberPositions"] <- JsonValue.Create s.RenumberPositions
+        o
+
+    /// Reads the `positionScaling` object (`section` names it in errors); absent fields from `fallback`.
+    let scalingOfJson (section: string) (fallback: ScalingMethod) (node: JsonNode) : ScalingMethod =
+        let r = JsonFields.Reader(node, section)
+        r.RejectUnknown scalingFieldNames
+        let basis = scalingJson fallback
+        let big = Int32.MaxValue
+        let number (name: string) = basis.[name].GetValue<float>()
+        let integer (name: string) = basis.[name].GetValue<int>()
+        let any (_: float) = true
+        let scale = r.Float("scale", number "scale", any, "a number")
+        let trained = r.Int("trainedLength", integer "trainedLength", -big, big)
+
+        match r.String("method", scalingName fallback).ToLowerInvariant() with
+        | "none" -> PlainRope
+        | "pi" -> Interpolation scale
+        | "ntk" -> NtkAware scale
+        | "dynamic-ntk" -> DynamicNtk trained
+        | "yarn" ->
+            Yarn
+                {
+                    Scale = scale
+                    TrainedLength = trained
+                    Alpha = r.Float("yarnAlpha", number "yarnAlpha", any, "a number")
+                    Beta = r.Float("yarnBeta", number "yarnBeta", any, "a number")
+                }
+        | "crd-ntk" ->
+            CrdNtk
+                {
+                    MinScale = r.Float("crdMinScale", number "crdMinScale", any, "a number")
+                    MaxScale = r.Float("crdMaxScale", number "crdMaxScale", any, "a number")
+                    CycleSteps = r.Int("crdCycleSteps", integer "crdCycleSteps", -big, big)
+                    TrainedLength = trained
+                    MinLength = r.Int("crdMinLength", integer "crdMinLength", -big, big)
+                }
+        | other ->
+            let field = $"{section}.method"
+
+            JsonFields.fail
+                field
+                $"{field} must be \"none\", \"pi\", \"ntk\", \"dynamic-ntk\", \"yarn\" or \"crd-ntk\", got \"{other}\"."
+
+    /// Reads the attention kind from its name and the `selectMerge` object (`section` names it in errors).
+    let attentionOfJson (section: string) (name: string) (fallback: AttentionKind) (node: JsonNode) : AttentionKind =
+        let qualified (field: string) =
+            if section = "" then field else $"{section}.{field}"
+
+        let r = JsonFields.Reader(node, qualified "selectMerge")
+        r.RejectUnknown selectMergeFieldNames
+
+        let basis =
+            match fallback with
+            | AttentionKind.SelectMerge s -> s
+            | _ -> defaultSelectMerge
+
+        let big = Int32.MaxValue
+
+        let options =
+            {
+                BlockSize = r.Int("blockSize", basis.BlockSize, -big, big)
+                TopK = r.Int("topK", basis.TopK, -big, big)
+                MergeFactor = r.Int("mergeFactor", basis.MergeFactor, -big, big)
+                Sink = r.Bool("sink", basis.Sink)
+                RenumberPositions = r.Bool("renumberPositions", basis.RenumberPositions)
+            }
+
+        match name.ToLowerInvariant() with
+        | "dilated" -> AttentionKind.Dilated
+        | "dense" -> AttentionKind.Dense
+        | "select-merge" -> AttentionKind.SelectMerge options
+        | other ->
+            let field = qualified "attention"
+
+            JsonFields.fail field $"{field} must be \"dilated\", \"dense\" or \"select-merge\", got \"{other}\"."
 
     /// The JSON form of a configuration (every field written).
     let toJson (c: ModelConfig) : JsonObject =
@@ -180,6 +429,9 @@ module ModelConfig =
             ))
 
         set "position" (text (positionName c.Position))
+        set "attention" (text (attentionName c.Attention))
+        set "selectMerge" (selectMergeJson c.Attention)
+        set "positionScaling" (scalingJson c.PositionScaling)
         set "ropeBase" (float ropeBase)
         set "xposScaleBase" (float scaleBase)
         set "subLayerNorm" (bool c.SubLayerNorm)
@@ -204,6 +456,9 @@ module ModelConfig =
             "offsets"
             "architecture"
             "position"
+            "attention"
+            "selectMerge"
+            "positionScaling"
             "ropeBase"
             "xposScaleBase"
             "subLayerNorm"
@@ -317,6 +572,14 @@ module ModelConfig =
                 Offsets = offsets
                 Architecture = architecture
                 Position = position
+                Attention =
+                    attentionOfJson
+                        section
+                        (r.String("attention", attentionName fallback.Attention))
+                        fallback.Attention
+                        (r.Object "selectMerge")
+                PositionScaling =
+                    scalingOfJson (qualified "positionScaling") fallback.PositionScaling (r.Object "positionScaling")
                 SubLayerNorm = r.Bool("subLayerNorm", fallback.SubLayerNorm)
                 Dropout = r.Float("dropout", fallback.Dropout, (fun x -> x >= 0.0 && x < 1.0), "in [0, 1)")
                 Bias = r.Bool("bias", fallback.Bias)

@@ -1,4 +1,5 @@
-/// Multi-head dilated attention on `[batch, seq, embed]`: q/k/v/out projections, optional RoPE or xPos,
+/// Multi-head attention on `[batch, seq, embed]` — dilated (default), dense or select-and-merge:
+/// q/k/v/out projections, optional RoPE or xPos,
 /// optional sub-LN (Magneto: a LayerNorm before the output projection), dropout on the output.
 /// A drop-in for `torch.nn.MultiheadAttention(batch_first = true)` self-attention with the softmax
 /// replaced by `DilatedAttention`; also decodes one token at a time against a `LayerCache`.
@@ -12,6 +13,40 @@ open type TorchSharp.torch.nn
 open LongNet
 open LongNet.Distributed
 
+/// Settings of select-and-merge attention in a model layer; causality comes from the layer.
+type SelectMergeOptions =
+    {
+        /// Rows per block b (≥ 1).
+        BlockSize: int
+        /// Key blocks each query group keeps besides its own (and the sink) (≥ 0).
+        TopK: int
+        /// Adjacent query blocks sharing one selection m (≥ 1).
+        MergeFactor: int
+        /// Always keep key block 0 (an attention sink).
+        Sink: bool
+        /// Rotate q/k at positions renumbered over the merged sequence instead of original positions.
+        RenumberPositions: bool
+    }
+
+/// Which attention a layer computes.
+[<RequireQualifiedAccess>]
+type AttentionKind =
+    /// LongNet dilated attention over the configured groups (exact KV-cache decoding).
+    | Dilated
+    /// Full softmax attention (exact KV-cache decoding).
+    | Dense
+    /// CASM select-and-merge block-sparse attention (no KV cache: decoding recomputes).
+    | SelectMerge of SelectMergeOptions
+
+/// The position encoding of one forward pass over positions p₀ … p₀+n−1.
+type PositionInputs =
+    {
+        /// Rotation tables at the original positions (`None`: no position encoding, or applied by `Rotation`).
+        Tables: Rope.Tables option
+        /// The rotation renumbered select-merge applies itself to the merged sequences.
+        Rotation: Casm.SelectMerge.Rotation option
+    }
+
 /// Settings of one multi-head dilated attention layer.
 type AttentionSettings =
     {
@@ -19,8 +54,11 @@ type AttentionSettings =
         Embed: int
         /// The number of heads h.
         Heads: int
-        /// Groups, head offsets, causality and scale of the dilated attention.
+        /// Groups, head offsets, causality and scale of the dilated attention (for dense attention, one
+        /// group that covers every position: the KV cache of dense decoding).
         Dilated: DilatedConfig
+        /// Which attention the layer computes (causality and scale from `Dilated` for every kind).
+        Attention: AttentionKind
         /// Relative positions applied to queries and keys.
         Position: PositionEncoding
         /// Magneto's sub-LN: a LayerNorm over the attention output before the output projection.
@@ -48,18 +86,40 @@ module AttentionSettings =
         elif not (s.Dropout >= 0.0 && s.Dropout < 1.0) then
             error "dropout" $"dropout must be in [0, 1), got {s.Dropout}."
         else
-            match s.Position with
-            | NoPosition -> Ok s
-            | Rope _
-            | XPos _ when (s.Embed / s.Heads) % 2 <> 0 ->
-                error
-                    "position"
-                    $"rotary positions need an even head width; embedDim / heads = {s.Embed / s.Heads}. Change embedDim or heads, or use position \"none\"."
-            | Rope r when not (r.Base > 1.0) -> error "ropeBase" $"ropeBase must be > 1, got {r.Base}."
-            | XPos x when not (x.Base > 1.0) -> error "ropeBase" $"ropeBase must be > 1, got {x.Base}."
-            | XPos x when not (x.ScaleBase > 0.0) ->
-                error "xposScaleBase" $"xposScaleBase must be > 0, got {x.ScaleBase}."
-            | _ -> Ok s
+            let selectMerge =
+                match s.Attention with
+                | AttentionKind.SelectMerge o when o.BlockSize < 1 ->
+                    error "selectMerge.blockSize" $"selectMerge.blockSize must be ≥ 1, got {o.BlockSize}."
+                | AttentionKind.SelectMerge o when o.TopK < 0 ->
+                    error "selectMerge.topK" $"selectMerge.topK must be ≥ 0, got {o.TopK}."
+                | AttentionKind.SelectMerge o when o.MergeFactor < 1 ->
+                    error "selectMerge.mergeFactor" $"selectMerge.mergeFactor must be ≥ 1, got {o.MergeFactor}."
+                | AttentionKind.SelectMerge o when
+                    o.RenumberPositions
+                    && (match s.Position with
+                        | XPos _ -> true
+                        | _ -> false)
+                    ->
+                    error
+                        "selectMerge.renumberPositions"
+                        "selectMerge.renumberPositions needs position \"rope\" or \"none\" (xPos amplitudes depend on original positions)."
+                | _ -> Ok s
+
+            match selectMerge with
+            | Error e -> Error e
+            | Ok _ ->
+                match s.Position with
+                | NoPosition -> Ok s
+                | Rope _
+                | XPos _ when (s.Embed / s.Heads) % 2 <> 0 ->
+                    error
+                        "position"
+                        $"rotary positions need an even head width; embedDim / heads = {s.Embed / s.Heads}. Change embedDim or heads, or use position \"none\"."
+                | Rope r when not (r.Base > 1.0) -> error "ropeBase" $"ropeBase must be > 1, got {r.Base}."
+                | XPos x when not (x.Base > 1.0) -> error "ropeBase" $"ropeBase must be > 1, got {x.Base}."
+                | XPos x when not (x.ScaleBase > 0.0) ->
+                    error "xposScaleBase" $"xposScaleBase must be > 0, got {x.ScaleBase}."
+                | _ -> Ok s
 
 /// Multi-head dilated self-attention `[b, n, e]` → `[b, n, e]`.
 [<Sealed>]
@@ -94,10 +154,36 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         this.register_module ("dropout", dropout)
         subLayerNorm |> Option.iter (fun m -> this.register_module ("inner_attn_ln", m))
 
-    // Dilated attention on the default kernel: libtorch's fused kernels where they serve the dtype and
-    // device (with their exact backward), the explicit path otherwise.
-    let dilatedAttention (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
-        DilatedAttention.forward settings.Dilated q k v
+    let causal = settings.Dilated.Causal
+    let scale = DilatedConfig.scaleFor settings.Dilated (int d)
+
+    // The layer's attention over rotated q, k (or raw q, k when renumbered select-merge rotates them):
+    // dilated on the default kernel (libtorch's fused kernels where they serve the dtype and device, with
+    // their exact backward), dense as one covering group on the same kernels, or select-and-merge.
+    let attend (rotation: Casm.SelectMerge.Rotation option) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
+        match settings.Attention with
+        | AttentionKind.Dilated -> DilatedAttention.forward settings.Dilated q k v
+        | AttentionKind.Dense ->
+            // one group whose segment covers the sequence, with r = 1: dense attention, on the same kernels
+            let whole =
+                DilatedConfig.createOrRaise
+                    [ int q.shape.[2] ]
+                    [ 1 ]
+                    settings.Dilated.Offsets
+                    causal
+                    settings.Dilated.Scale
+
+            DilatedAttention.forward whole q k v
+        | AttentionKind.SelectMerge o ->
+            let config =
+                Casm.SelectMergeConfig.create o.BlockSize o.TopK o.MergeFactor o.Sink causal o.RenumberPositions
+
+            fst (Casm.SelectMerge.attendRotated config rotation scale q k v)
+
+    let rotates (positions: PositionInputs) =
+        match settings.Attention, positions.Rotation with
+        | AttentionKind.SelectMerge o, Some _ when o.RenumberPositions -> None
+        | _ -> positions.Tables
 
     let splitHeads (x: torch.Tensor) =
         // [b, n, e] → [b, h, n, d]
@@ -124,25 +210,34 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     /// The query, key, value and output projections (for initialisation), in that order.
     member _.Projections: Linear list = [ query; key; value; output ]
 
-    /// Self-attention over `[b, n, e]` at positions 0 … n−1 using precomputed position `tables`
-    /// (see `Rope.tables`; `None` for no positions). When `cache` is given it is reset to hold the keys
-    /// and values that later decoding steps (positions ≥ n) need.
-    member _.Forward(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache option) : torch.Tensor =
+    /// Whether the layer can decode incrementally against a `LayerCache` (dilated or dense, causal).
+    member _.SupportsCache =
+        causal
+        && (match settings.Attention with
+            | AttentionKind.SelectMerge _ -> false
+            | _ -> true)
+
+    /// Self-attention over `[b, n, e]` with precomputed `positions` (see `Rope.tables`). When `cache` is
+    /// given (dilated or dense only) it is reset to hold the keys and values that later decoding steps
+    /// (positions ≥ n) need.
+    member m.Forward(x: torch.Tensor, positions: PositionInputs, cache: LayerCache option) : torch.Tensor =
         use scope = torch.NewDisposeScope()
         let n = x.shape.[1]
 
         let q, k =
-            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+            Rope.apply (rotates positions) (splitHeads (query.forward x)) (splitHeads (key.forward x))
 
         let v = splitHeads (value.forward x)
 
         match cache with
+        | Some _ when not m.SupportsCache ->
+            invalidOp "select-and-merge attention has no KV cache; decode by recomputing the full forward."
         | Some c ->
             let first = KvCache.firstNeeded settings.Dilated n
             c.Reset(first, k.narrow (2L, first, n - first), v.narrow (2L, first, n - first))
         | None -> ()
 
-        let attended = dilatedAttention q k v
+        let attended = attend positions.Rotation q k v
         (finish attended).MoveToOuterDisposeScope()
 
     /// Self-attention of this rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of
@@ -160,27 +255,38 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         (finish attended).MoveToOuterDisposeScope()
 
     /// Drop-in multi-head attention: `query`, `key`, `value` `[b, n, e]` (one length n) at positions
-    /// 0 … n−1 → `[b, n, e]`.
+    /// 0 … n−1 → `[b, n, e]` (plain, unscaled position encoding).
     member m.Forward(queryInput: torch.Tensor, keyInput: torch.Tensor, valueInput: torch.Tensor) : torch.Tensor =
         use scope = torch.NewDisposeScope()
         let n = queryInput.shape.[1]
-
-        let tables =
-            Rope.tables settings.Position (int d) (Array.init (int n) int64) queryInput.dtype queryInput.device
+        let positions = m.PlainPositions(int n, queryInput)
 
         let q, k =
-            Rope.apply tables (splitHeads (query.forward queryInput)) (splitHeads (key.forward keyInput))
+            Rope.apply (rotates positions) (splitHeads (query.forward queryInput)) (splitHeads (key.forward keyInput))
 
         let v = splitHeads (value.forward valueInput)
-        let attended = dilatedAttention q k v
+        let attended = attend positions.Rotation q k v
         (finish attended).MoveToOuterDisposeScope()
+
+    /// The unscaled position inputs of positions 0 … n−1 in the dtype and device of `like`.
+    member _.PlainPositions(n: int, like: torch.Tensor) : PositionInputs =
+        {
+            Tables = Rope.tables settings.Position (int d) (Array.init n int64) like.dtype like.device
+            Rotation =
+                match settings.Position with
+                | Rope r -> Some(Casm.SelectMerge.ropeRotation r (int d))
+                | _ -> None
+        }
 
     /// One decoding step: `x` `[b, 1, e]` is the token at position `cache.Next` (whose position `tables`
     /// are given); appends its key and value to `cache`, attends over it exactly as the full forward
-    /// would, drops keys no later query needs, and returns `[b, 1, e]`. Causal configurations only.
-    member _.Step(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache) : torch.Tensor =
-        if not settings.Dilated.Causal then
+    /// would, drops keys no later query needs, and returns `[b, 1, e]`. Causal dilated or dense layers only.
+    member m.Step(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache) : torch.Tensor =
+        if not causal then
             invalidOp "incremental decoding needs causal attention; this layer is non-causal (an encoder)."
+
+        if not m.SupportsCache then
+            invalidOp "select-and-merge attention has no KV cache; decode by recomputing the full forward."
 
         use scope = torch.NewDisposeScope()
         let p = cache.Next
@@ -194,11 +300,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         cache.DropBefore(KvCache.firstNeeded settings.Dilated (p + 1L))
         (finish attended).MoveToOuterDisposeScope()
 
-    /// Self-attention over `[b, n, e]` at positions 0 … n−1.
+    /// Self-attention over `[b, n, e]` at positions 0 … n−1 (plain, unscaled position encoding).
     override m.forward(x: torch.Tensor) : torch.Tensor =
         use scope = torch.NewDisposeScope()
-
-        let tables =
-            Rope.tables settings.Position (int d) (Array.init (int x.shape.[1]) int64) x.dtype x.device
-
-        m.Forward(x, tables, None).MoveToOuterDisposeScope()
+        m.Forward(x, m.PlainPositions(int x.shape.[1], x), None).MoveToOuterDisposeScope()

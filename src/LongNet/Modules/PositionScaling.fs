@@ -21,28 +21,6 @@ type YarnSettings =
         Beta: float
     }
 
-/// How positions (equivalently, frequencies) are rescaled for a longer context.
-type ScalingMethod =
-    /// f_i = θ^(−2i/d): plain RoPE.
-    | PlainRope
-    /// Linear position interpolation: p ↦ p/s, i.e. f_i/s.
-    | Interpolation of scale: float
-    /// NTK-aware: base θ' = θ·s^(d/(d−2)), so the highest frequency is unchanged and the lowest is f/s.
-    | NtkAware of scale: float
-    /// Dynamic NTK: NTK-aware with s = max(1, L/T) from the current length L and trained length T.
-    | DynamicNtk of trainedLength: int
-    /// YaRN: per frequency a ramp between interpolation and extrapolation, plus a temperature.
-    | Yarn of YarnSettings
-
-/// Settings of scaled rotary embeddings.
-type ScaledRopeSettings =
-    {
-        /// The base θ (10000 in RoFormer and LLaMA).
-        Base: float
-        /// The scaling method.
-        Method: ScalingMethod
-    }
-
 /// The CRD NTK fine-tuning schedule: every parameter explicit; see `ScaledRope.crdDraw` for the exact rule.
 type CrdSchedule =
     {
@@ -58,6 +36,31 @@ type CrdSchedule =
         MinLength: int
     }
 
+/// How positions (equivalently, frequencies) are rescaled for a longer context.
+type ScalingMethod =
+    /// f_i = θ^(−2i/d): plain RoPE.
+    | PlainRope
+    /// Linear position interpolation: p ↦ p/s, i.e. f_i/s.
+    | Interpolation of scale: float
+    /// NTK-aware: base θ' = θ·s^(d/(d−2)), so the highest frequency is unchanged and the lowest is f/s.
+    | NtkAware of scale: float
+    /// Dynamic NTK: NTK-aware with s = max(1, L/T) from the current length L and trained length T.
+    | DynamicNtk of trainedLength: int
+    /// YaRN: per frequency a ramp between interpolation and extrapolation, plus a temperature.
+    | Yarn of YarnSettings
+    /// CRD NTK: in training, NTK-aware with a scale drawn per sample from the schedule (`ScaledRope.crdDraw`);
+    /// at inference, dynamic NTK over the schedule's trained length.
+    | CrdNtk of CrdSchedule
+
+/// Settings of scaled rotary embeddings.
+type ScaledRopeSettings =
+    {
+        /// The base θ (10000 in RoFormer and LLaMA).
+        Base: float
+        /// The scaling method.
+        Method: ScalingMethod
+    }
+
 /// One CRD draw: the NTK scale of a training sample and the window of positions it uses.
 type CrdDraw =
     {
@@ -67,6 +70,10 @@ type CrdDraw =
         Offset: int
         /// The number of positions of the sample (random length).
         Length: int
+        /// The sample's first `Split` tokens sit at Offset …; the rest skip `Gap` positions (0 ≤ Split ≤ Length).
+        Split: int
+        /// How many positions are skipped after the first `Split` tokens (≥ 0).
+        Gap: int
     }
 
 /// Pure functions of the scaling family.
@@ -117,6 +124,10 @@ module ScaledRope =
         | NtkAware scale -> Rope.inverseFrequencies (ntkBase settings.Base headDim scale) headDim
         | DynamicNtk trained ->
             Rope.inverseFrequencies (ntkBase settings.Base headDim (dynamicScale trained currentLength)) headDim
+        | CrdNtk schedule ->
+            Rope.inverseFrequencies
+                (ntkBase settings.Base headDim (dynamicScale schedule.TrainedLength currentLength))
+                headDim
         | Yarn y ->
             checkScale y.Scale
 
@@ -223,10 +234,13 @@ module ScaledRope =
 
         schedule.MinScale + (schedule.MaxScale - schedule.MinScale) * c
 
-    /// The CRD draw of sample `sample` at `step` for `seed`, reproducible: with u₁, u₂, u₃ uniform in [0, 1)
+    /// The CRD draw of sample `sample` at `step` for `seed`, reproducible: with u₁ … u₅ uniform in [0, 1)
     /// from `System.Random(hash(seed, step, sample))`: scale s = MinScale + u₁·(ceiling(step) − MinScale);
-    /// length ℓ = MinLength + ⌊u₂·(T − MinLength + 1)⌋; offset = ⌊u₃·(⌊s·T⌋ − ℓ + 1)⌋, so the window
-    /// [offset, offset + ℓ) lies inside the scaled context [0, s·T).
+    /// length ℓ = MinLength + ⌊u₂·(T − MinLength + 1)⌋; room = max(0, ⌊s·T⌋ − ℓ) spare positions;
+    /// offset = ⌊u₃·(room + 1)⌋; gap = ⌊u₄·(room − offset + 1)⌋; split = ⌊u₅·(ℓ + 1)⌋ (capped at ℓ).
+    /// The sample's positions (`crdPositions`) are offset … offset+split−1, then offset+split+gap …
+    /// offset+gap+ℓ−1: all inside the scaled context [0, max(ℓ, ⌊s·T⌋)), and distances up to s·T appear
+    /// in a sample of only ℓ ≤ T tokens.
     let crdDraw (schedule: CrdSchedule) (seed: int) (step: int) (sample: int) : CrdDraw =
         let ceiling = crdCeiling schedule step
 
@@ -235,6 +249,7 @@ module ScaledRope =
 
         let rng = Random(int (abs mix))
         let u1, u2, u3 = rng.NextDouble(), rng.NextDouble(), rng.NextDouble()
+        let u4, u5 = rng.NextDouble(), rng.NextDouble()
         let scale = schedule.MinScale + u1 * (ceiling - schedule.MinScale)
         let t = schedule.TrainedLength
 
@@ -242,17 +257,22 @@ module ScaledRope =
             min t (schedule.MinLength + int (u2 * float (t - schedule.MinLength + 1)))
 
         let span = max length (int (Math.Floor(scale * float t)))
-        let offset = min (span - length) (int (u3 * float (span - length + 1)))
+        let room = span - length
+        let offset = min room (int (u3 * float (room + 1)))
+        let gap = min (room - offset) (int (u4 * float (room - offset + 1)))
+        let split = min length (int (u5 * float (length + 1)))
 
         {
             Scale = scale
             Offset = offset
             Length = length
+            Split = split
+            Gap = gap
         }
 
-    /// The positions `[ℓ]` of a CRD draw: offset, offset + 1, …, offset + ℓ − 1.
+    /// The positions `[ℓ]` of a CRD draw: offset + i for i < split, offset + gap + i from split on.
     let crdPositions (draw: CrdDraw) : int64[] =
-        Array.init draw.Length (fun i -> int64 (draw.Offset + i))
+        Array.init draw.Length (fun i -> int64 (draw.Offset + i + (if i < draw.Split then 0 else draw.Gap)))
 
     /// The NTK-aware settings of a CRD draw with base θ.
     let crdSettings (theta: float) (draw: CrdDraw) : ScaledRopeSettings =

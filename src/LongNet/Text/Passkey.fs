@@ -109,3 +109,31 @@ module Passkey =
 
     /// Exact match: the generated digits equal the pass key.
     let score (passkey: string) (generated: string) : bool = extractDigits generated = passkey
+
+    /// The answer that follows a prompt in training samples: " NNNNN." as tokens.
+    let answer (tokenizer: ITokenizer) (passkey: string) : int[] = tokenizer.Encode($" {passkey}.")
+
+    /// The fewest tokens a training sample can have: a 5-digit key's frame plus its answer.
+    let minimumSampleLength (tokenizer: ITokenizer) : int =
+        frameLength tokenizer "00000" + (answer tokenizer "00000").Length
+
+    /// A training sample of exactly `length` tokens: a prompt with a random 5-digit pass key at a random
+    /// depth (both from `rng`), followed by its answer — next-token training on it teaches retrieval.
+    /// Raises ArgumentOutOfRangeException naming `length` when it is below `minimumSampleLength`.
+    let trainingSample (tokenizer: ITokenizer) (length: int) (rng: Random) : int[] =
+        let minimum = minimumSampleLength tokenizer
+
+        if length < minimum then
+            raise (
+                ArgumentOutOfRangeException(
+                    "length",
+                    box length,
+                    $"a passkey training sample needs length ≥ {minimum} tokens, got {length}."
+                )
+            )
+
+        let key = randomPasskey rng
+        let depth = rng.NextDouble()
+        let answer = answer tokenizer key
+        let prompt = build tokenizer (length - answer.Length) depth key
+        Array.append prompt.Tokens answer

@@ -1,6 +1,8 @@
 /// Text generation with the KV cache: the prompt is run once through the full forward (filling the
 /// cache), then one token at a time is chosen by `Sampling.next` and decoded incrementally — every
 /// step costs O(largest segment), and gives the same logits as recomputing the whole sequence.
+/// Models without a KV cache (select-and-merge attention, length-dependent scaling) recompute the
+/// full forward for every new token, which gives the same tokens by construction.
 namespace LongNet.Training
 
 open TorchSharp
@@ -61,30 +63,53 @@ module Generate =
 
             try
                 use _ = torch.no_grad ()
-                use cache = model.NewCache()
-                let generated = ResizeArray<int>()
 
-                let mutable logits =
-                    use scope = torch.NewDisposeScope()
-                    let input = torch.tensor(prompt |> Array.map int64).view(1L, -1L)
-                    let all = model.Prefill(input, cache)
-                    lastLogits (all.select(0L, 0L).select(0L, int64 prompt.Length - 1L))
+                if model.SupportsKvCache then
+                    use cache = model.NewCache()
+                    let generated = ResizeArray<int>()
 
-                let mutable stop = false
-
-                while not stop && generated.Count < settings.MaxNewTokens do
-                    let next = Sampling.next settings.Sampling rng logits
-                    generated.Add next
-                    onToken next
-
-                    if settings.StopAtEndOfText && Some next = endOfText then
-                        stop <- true
-                    elif generated.Count < settings.MaxNewTokens then
+                    let mutable logits =
                         use scope = torch.NewDisposeScope()
-                        let step = model.Step(torch.tensor ([| int64 next |]), cache)
-                        logits <- lastLogits (step.select (0L, 0L))
+                        let input = torch.tensor(prompt |> Array.map int64).view(1L, -1L)
+                        let all = model.Prefill(input, cache)
+                        lastLogits (all.select(0L, 0L).select(0L, int64 prompt.Length - 1L))
 
-                generated.ToArray()
+                    let mutable stop = false
+
+                    while not stop && generated.Count < settings.MaxNewTokens do
+                        let next = Sampling.next settings.Sampling rng logits
+                        generated.Add next
+                        onToken next
+
+                        if settings.StopAtEndOfText && Some next = endOfText then
+                            stop <- true
+                        elif generated.Count < settings.MaxNewTokens then
+                            use scope = torch.NewDisposeScope()
+                            let step = model.Step(torch.tensor ([| int64 next |]), cache)
+                            logits <- lastLogits (step.select (0L, 0L))
+
+                    generated.ToArray()
+                else
+                    // no KV cache (select-and-merge, length-dependent scaling): the full forward per token
+                    let sequence = ResizeArray<int64>(prompt |> Array.map int64)
+                    let generated = ResizeArray<int>()
+                    let mutable stop = false
+
+                    while not stop && generated.Count < settings.MaxNewTokens do
+                        let logits =
+                            use scope = torch.NewDisposeScope()
+                            let input = torch.tensor(sequence.ToArray()).view(1L, -1L)
+                            lastLogits ((model.forward input).select(0L, 0L).select(0L, int64 sequence.Count - 1L))
+
+                        let next = Sampling.next settings.Sampling rng logits
+                        generated.Add next
+                        sequence.Add(int64 next)
+                        onToken next
+
+                        if settings.StopAtEndOfText && Some next = endOfText then
+                            stop <- true
+
+                    generated.ToArray()
             finally
                 if wasTraining then
                     model.train ())

@@ -29,9 +29,18 @@ module Precision =
         | Bf16 -> TorchSharp.torch.ScalarType.BFloat16
         | Fp64 -> TorchSharp.torch.ScalarType.Float64
 
+/// What the training sequences are.
+type TrainTask =
+    /// Random windows of a text corpus (language modelling).
+    | TextWindows
+    /// Freshly generated passkey samples (prompt + answer) — `Passkey.trainingSample` — no corpus needed.
+    | PasskeySamples
+
 /// How a model is trained.
 type TrainConfig =
     {
+        /// Where the training sequences come from.
+        Task: TrainTask
         /// Optimizer steps in the whole run (the schedule spans them).
         Steps: int
         /// Sequences per micro-batch.
@@ -74,6 +83,7 @@ module TrainConfig =
     /// weight decay 0.1, clipping at 1, fp32, seed 1.
     let defaults: TrainConfig =
         {
+            Task = TextWindows
             Steps = 2000
             BatchSize = 16
             SeqLen = 256
@@ -151,6 +161,7 @@ module TrainConfig =
     /// The names of the JSON fields.
     let fieldNames =
         [
+            "task"
             "steps"
             "batchSize"
             "seqLen"
@@ -176,6 +187,15 @@ module TrainConfig =
         let set (name: string) (value: JsonNode) = o.[name] <- value
         let int (x: int) = JsonValue.Create x :> JsonNode
         let float (x: float) = JsonValue.Create x :> JsonNode
+
+        set
+            "task"
+            (JsonValue.Create(
+                match c.Task with
+                | TextWindows -> "text"
+                | PasskeySamples -> "passkey"
+            ))
+
         set "steps" (int c.Steps)
         set "batchSize" (int c.BatchSize)
         set "seqLen" (int c.SeqLen)
@@ -212,7 +232,25 @@ module TrainConfig =
                     let field = if section = "" then "precision" else $"{section}.precision"
                     JsonFields.fail field $"{field} must be \"fp32\", \"bf16\" or \"fp64\", got \"{other}\"."
 
+            let task =
+                match
+                    r
+                        .String(
+                            "task",
+                            match fallback.Task with
+                            | TextWindows -> "text"
+                            | PasskeySamples -> "passkey"
+                        )
+                        .ToLowerInvariant()
+                with
+                | "text" -> TextWindows
+                | "passkey" -> PasskeySamples
+                | other ->
+                    let field = if section = "" then "task" else $"{section}.task"
+                    JsonFields.fail field $"{field} must be \"text\" or \"passkey\", got \"{other}\"."
+
             {
+                Task = task
                 Steps = r.Int("steps", fallback.Steps, 1, big)
                 BatchSize = r.Int("batchSize", fallback.BatchSize, 1, big)
                 SeqLen = r.Int("seqLen", fallback.SeqLen, 1, big)

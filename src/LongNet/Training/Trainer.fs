@@ -34,6 +34,8 @@ type StepReport =
         TokensSeen: int64
         /// Training wall time so far, in seconds.
         ElapsedSeconds: float
+        /// The CRD NTK draw of each micro-batch (empty unless the model's scaling is CRD NTK).
+        Draws: CrdDraw list
     }
 
 /// A training run in progress: the model, its optimizer and random state, and the step reached.
@@ -93,8 +95,16 @@ type TrainSession
 
         model, new AdamW(parameters, TrainConfig.adamW config.Train)
 
-    static let checkSplit (split: ICommunicator option) (train: TrainConfig) =
+    static let checkSplit (split: ICommunicator option) (model: ModelConfig) (train: TrainConfig) =
         match split with
+        | Some _ when model.Attention <> AttentionKind.Dilated ->
+            Error
+                "model.attention: training split over ranks runs sequence-parallel dilated attention; use attention 'dilated' (dense and select-merge run in one process)."
+        | Some _ when model.PositionScaling <> PlainRope ->
+            Error
+                "model.positionScaling: training split over ranks uses plain RoPE positions; fine-tune with a position scaling in one process."
+        | Some _ when train.Task <> TextWindows ->
+            Error "train.task: training split over ranks reads text windows; train the passkey task in one process."
         | Some comm when train.SeqLen < comm.Size ->
             Error
                 $"train.seqLen: {train.SeqLen} positions cannot be split over {comm.Size} ranks (each needs ≥ 1); use seqLen ≥ {comm.Size}."
@@ -120,8 +130,16 @@ type TrainSession
                 "model.architecture: training predicts the next token and needs a decoder; a non-causal encoder sees the tokens it must predict."
         | Error e, _ -> Error $"model.{e.Parameter}: {e.Message}"
         | _, Error e -> Error $"train.{e.Parameter}: {e.Message}"
+        | Ok _, Ok t when t.Task = PasskeySamples && t.SeqLen < Passkey.minimumSampleLength tokenizer ->
+            Error
+                $"train.seqLen: passkey samples need seqLen ≥ {Passkey.minimumSampleLength tokenizer} tokens with this tokenizer, got {t.SeqLen}."
+        | Ok { PositionScaling = CrdNtk k }, Ok t when
+            t.Task = PasskeySamples && k.MinLength < Passkey.minimumSampleLength tokenizer
+            ->
+            Error
+                $"model.positionScaling.crdMinLength: passkey samples need crdMinLength ≥ {Passkey.minimumSampleLength tokenizer} tokens with this tokenizer, got {k.MinLength}."
         | Ok _, Ok train ->
-            match checkSplit split train with
+            match checkSplit split config.Model train with
             | Error e -> Error e
             | Ok() ->
                 let model, optimizer = build config split
@@ -177,7 +195,7 @@ type TrainSession
                 Error
                     $"the checkpoint has already completed {header.Step} of {train.Steps} steps; pass a larger --steps to train further."
             else
-                match checkSplit split train with
+                match checkSplit split config.Model train with
                 | Error e -> Error e
                 | Ok() ->
                     let model, optimizer = build config split
@@ -270,23 +288,49 @@ type TrainSession
     /// The learning rate the next step will use.
     member _.NextLearningRate = Schedule.learningRate schedule (step + 1)
 
-    /// One optimizer step on random windows of `train` (token ids). Fails — leaving the model as it was
-    /// before the update — when the loss or the gradient norm is not finite.
+    /// One optimizer step on random windows of `train` (token ids), or on generated passkey samples for
+    /// the passkey task (`train` unused). With CRD NTK scaling every micro-batch runs at its own draw
+    /// (`ScaledRope.crdDraw` of the run's seed, the step and the micro-batch index): its length, its
+    /// positions and its NTK scale. Fails — leaving the model as it was before the update — when the loss
+    /// or the gradient norm is not finite.
     member _.TrainStep(train: int[]) : Result<StepReport, string> =
         let c = config.Train
 
         if detached then
             Error "the model was detached from this session; start a new session to train further."
-        elif train.Length < c.SeqLen + 1 then
+        elif c.Task = TextWindows && train.Length < c.SeqLen + 1 then
             Error
                 $"the training text has {train.Length} tokens; sequences of {c.SeqLen} need at least {c.SeqLen + 1}. Use a larger corpus or a smaller --seq-len."
         else
             let watch = Stopwatch.StartNew()
             let next = step + 1
 
+            let draws =
+                match config.Model.PositionScaling with
+                | CrdNtk schedule ->
+                    List.init c.Accumulation (fun i -> Some(ScaledRope.crdDraw schedule (int c.Seed) (next - 1) i))
+                | _ -> List.replicate c.Accumulation None
+
+            let lengths =
+                draws
+                |> List.map (fun d ->
+                    match d with
+                    | Some d -> min d.Length c.SeqLen
+                    | None -> c.SeqLen)
+
             let batches =
-                Array.init c.Accumulation (fun _ ->
-                    Array.init c.BatchSize (fun _ -> rng.NextInt64(int64 (train.Length - c.SeqLen))))
+                lengths
+                |> List.map (fun length ->
+                    match c.Task with
+                    | TextWindows ->
+                        Array.init c.BatchSize (fun _ ->
+                            let start = rng.NextInt64(int64 (train.Length - length))
+                            Array.init (length + 1) (fun j -> int64 train.[int start + j]))
+                    | PasskeySamples ->
+                        let source = Random(int (rng.NextSeed() % 2_147_483_647L))
+
+                        Array.init c.BatchSize (fun _ ->
+                            Passkey.trainingSample tokenizer (length + 1) source |> Array.map int64))
 
             let seed = rng.NextSeed()
 
@@ -299,32 +343,32 @@ type TrainSession
             model.train ()
             optimizer.ZeroGrad()
             let mutable lossSum = 0.0
-            let slice = split |> Option.map (fun comm -> sliceOf comm c.SeqLen)
+            let mutable tokens = 0L
 
-            for starts in batches do
+            for rows, draw in List.zip batches draws do
                 use scope = torch.NewDisposeScope()
-
-                let data =
-                    Array.init (c.BatchSize * (c.SeqLen + 1)) (fun k ->
-                        let b, j = k / (c.SeqLen + 1), k % (c.SeqLen + 1)
-                        int64 train.[int starts.[b] + j])
-
-                let batch = torch.tensor(data).view(int64 c.BatchSize, int64 (c.SeqLen + 1))
-                let input = batch.narrow (1L, 0L, int64 c.SeqLen)
-                let target = batch.narrow (1L, 1L, int64 c.SeqLen)
+                let width = int64 rows.[0].Length
+                let batch = torch.tensor(Array.concat rows).view(int64 c.BatchSize, width)
+                let input = batch.narrow (1L, 0L, width - 1L)
+                let target = batch.narrow (1L, 1L, width - 1L)
 
                 let loss =
-                    match slice with
-                    | None -> Evaluate.crossEntropy (model.forward input) target
-                    | Some s ->
+                    match split, draw with
+                    | Some comm, _ ->
                         // this rank's tokens' share of the mean over the whole sequence
+                        let s = sliceOf comm (int width - 1)
                         let part (t: torch.Tensor) = t.narrow (1L, s.Start, s.Length)
-                        use share = (float s.Length / float c.SeqLen).ToScalar()
+                        use share = (float s.Length / float (width - 1L)).ToScalar()
                         (Evaluate.crossEntropy (model.ForwardSlice(part input, s)) (part target)).mul share
+                    | None, Some d ->
+                        let positions = ScaledRope.crdPositions d |> Array.truncate (int width - 1)
+                        Evaluate.crossEntropy (model.ForwardAt(input, positions, Some(NtkAware d.Scale))) target
+                    | None, None -> Evaluate.crossEntropy (model.forward input) target
 
                 use micro = (1.0 / float c.Accumulation).ToScalar()
                 (loss.mul micro).backward()
                 lossSum <- lossSum + loss.to_type(torch.ScalarType.Float64).item<float>()
+                tokens <- tokens + int64 c.BatchSize * (width - 1L)
 
             let lossSum =
                 match split with
@@ -352,7 +396,6 @@ type TrainSession
                 let lr = Schedule.learningRate schedule next
                 optimizer.Step lr
                 step <- next
-                let tokens = int64 c.Accumulation * int64 c.BatchSize * int64 c.SeqLen
                 tokensSeen <- tokensSeen + tokens
                 let seconds = watch.Elapsed.TotalSeconds
                 elapsed <- elapsed + seconds
@@ -367,6 +410,7 @@ type TrainSession
                         StepSeconds = seconds
                         TokensSeen = tokensSeen
                         ElapsedSeconds = elapsed
+                        Draws = List.choose id draws
                     }
 
     /// Mean validation loss (nats per token) over windows of the training length (collective when the

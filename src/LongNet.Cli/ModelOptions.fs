@@ -1,0 +1,136 @@
+/// Command-line options that choose a model's attention kind and RoPE position scaling
+/// (`longnet train`), and the help text that documents them.
+module LongNet.Cli.ModelOptions
+
+open LongNet.Modules
+open LongNet.Cli.Args
+
+/// The options that take a value.
+let valueOptions =
+    [
+        "--attention"
+        "--block-size"
+        "--top-k"
+        "--merge-factor"
+        "--scaling"
+        "--scale"
+        "--trained-length"
+        "--crd-max-scale"
+        "--crd-cycle-steps"
+        "--crd-min-length"
+    ]
+
+/// The switches.
+let switches = [ "--no-sink"; "--original-positions" ]
+
+/// Help lines for these options.
+let help =
+    """  --attention KIND  dilated (default), dense, or select-merge (CASM)
+  --block-size B    select-merge: rows per block (default 64)
+  --top-k K         select-merge: key blocks kept per query block besides its own (default 4)
+  --merge-factor M  select-merge: adjacent query blocks sharing one selection (default 1)
+  --no-sink         select-merge: do not always keep block 0
+  --original-positions  select-merge: rotate at original positions (default: renumbered after selection)
+  --scaling NAME    RoPE position scaling: none (default), pi, ntk, dynamic-ntk, yarn, crd-ntk
+  --scale S         pi, ntk, yarn: the context extension factor s ≥ 1 (default 1)
+  --trained-length T  dynamic-ntk, yarn, crd-ntk: the trained context length (default: the sequence length)
+  --crd-max-scale S   crd-ntk: the largest NTK scale of the schedule (default 16)
+  --crd-cycle-steps C crd-ntk: steps per cycle of the growing scale ceiling (default 200)
+  --crd-min-length L  crd-ntk: the shortest randomly truncated sample (default: a quarter of T)"""
+
+/// The model configuration with the attention and scaling options of `p` applied; `seqLen` is the
+/// default trained length.
+let apply (p: Parsed) (seqLen: int) (model: ModelConfig) : ModelConfig =
+    let attention =
+        let current =
+            match model.Attention with
+            | AttentionKind.SelectMerge o -> o
+            | _ -> ModelConfig.defaultSelectMerge
+
+        let options =
+            {
+                BlockSize = intOption p "--block-size" 1L 1_000_000L (int64 current.BlockSize) |> int
+                TopK = intOption p "--top-k" 0L 1_000_000L (int64 current.TopK) |> int
+                MergeFactor = intOption p "--merge-factor" 1L 1_000_000L (int64 current.MergeFactor) |> int
+                Sink = current.Sink && not (has p "--no-sink")
+                RenumberPositions = current.RenumberPositions && not (has p "--original-positions")
+            }
+
+        match optional p "--attention" with
+        | None ->
+            match model.Attention with
+            | AttentionKind.SelectMerge _ -> AttentionKind.SelectMerge options
+            | other -> other
+        | Some "dilated" -> AttentionKind.Dilated
+        | Some "dense" -> AttentionKind.Dense
+        | Some "select-merge" -> AttentionKind.SelectMerge options
+        | Some other -> raise (UsageError $"--attention must be dilated, dense or select-merge, got '{other}'.")
+
+    let scale =
+        optional p "--scale"
+        |> Option.map (fun s ->
+            let v = toFloat "--scale" true s
+
+            if v < 1.0 then
+                raise (UsageError $"--scale must be a number ≥ 1, got '{s}'.")
+
+            v)
+        |> Option.defaultValue 1.0
+
+    let trained = intOption p "--trained-length" 1L 1_073_741_824L (int64 seqLen) |> int
+
+    let scaling =
+        match optional p "--scaling" with
+        | None -> model.PositionScaling
+        | Some "none" -> PlainRope
+        | Some "pi" -> Interpolation scale
+        | Some "ntk" -> NtkAware scale
+        | Some "dynamic-ntk" -> DynamicNtk trained
+        | Some "yarn" ->
+            Yarn
+                {
+                    Scale = scale
+                    TrainedLength = trained
+                    Alpha = 1.0
+                    Beta = 32.0
+                }
+        | Some "crd-ntk" ->
+            let maxScale =
+                optional p "--crd-max-scale"
+                |> Option.map (toFloat "--crd-max-scale" true)
+                |> Option.defaultValue ModelConfig.defaultCrd.MaxScale
+
+            if maxScale < 1.0 then
+                raise (UsageError $"--crd-max-scale must be a number ≥ 1, got {maxScale}.")
+
+            let minLength =
+                intOption p "--crd-min-length" 1L (int64 trained) (int64 (max 1 (trained / 4)))
+                |> int
+
+            CrdNtk
+                {
+                    MinScale = 1.0
+                    MaxScale = maxScale
+                    CycleSteps =
+                        intOption p "--crd-cycle-steps" 1L 100_000_000L (int64 ModelConfig.defaultCrd.CycleSteps)
+                        |> int
+                    TrainedLength = trained
+                    MinLength = minLength
+                }
+        | Some other ->
+            raise (UsageError $"--scaling must be none, pi, ntk, dynamic-ntk, yarn or crd-ntk, got '{other}'.")
+
+    { model with
+        Attention = attention
+        PositionScaling = scaling
+    }
+
+/// A short description of a model's attention and scaling for reports.
+let describe (model: ModelConfig) : string =
+    let attention =
+        match model.Attention with
+        | AttentionKind.SelectMerge o ->
+            $"""select-merge (block {o.BlockSize}, top-{o.TopK}, merge {o.MergeFactor}{(if o.Sink then ", sink" else "")}{(if o.RenumberPositions then ", renumbered" else "")})"""
+        | kind -> ModelConfig.attentionName kind
+
+    $"{attention} attention, scaling {ModelConfig.scalingName model.PositionScaling}"

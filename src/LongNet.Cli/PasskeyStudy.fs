@@ -1,0 +1,388 @@
+/// `longnet passkey-study`: the end-to-end CASM experiment in one seeded command. For each attention
+/// kind it trains a tiny byte-level model on generated passkey samples at a short length T with plain
+/// RoPE, fine-tunes a copy with CRD NTK, and measures passkey accuracy at T·factor for plain RoPE, PI,
+/// NTK and YaRN (on the base weights, s = length / T) and CRD NTK (on the fine-tuned weights, dynamic
+/// NTK at inference). Writes results.json, results.md and one heatmap per row to the output folder.
+module LongNet.Cli.PasskeyStudy
+
+open System
+open System.IO
+open System.Text
+open System.Text.Json.Nodes
+open TorchSharp
+open LongNet
+open LongNet.Modules
+open LongNet.Text
+open LongNet.Training
+open LongNet.Cli.Args
+open LongNet.Cli.Errors
+
+/// Usage text.
+let help =
+    """longnet passkey-study --out DIR [--train-length 256] [--factors 1,2,4,8,16] [--depths 0,0.25,0.5,0.75,1]
+              [--trials 4] [--steps 800] [--crd-steps 400] [--attentions dense,dilated,select-merge]
+              [--seed 1] [--batch 8] [--embed 64] [--layers 2] [--heads 4] [--learning-rate 0.003]
+              [--block-size 16] [--top-k 4]
+
+The CASM passkey experiment, reproducible from its seed: for each attention kind, train a tiny byte-level
+model on generated passkey samples of --train-length tokens (plain RoPE, --steps steps), fine-tune a copy
+with CRD NTK (--crd-steps steps, scales 1 … the largest factor), then evaluate passkey retrieval at
+train-length × each factor, for plain RoPE, PI, NTK and YaRN on the base model (s = length / T) and CRD NTK
+on the fine-tuned one (learning rate a third of --learning-rate). Select-merge uses blocks of
+--block-size, --top-k, a sink block and renumbered positions; dilated uses groups (T/4,1) (T/2,2) (T,4).
+
+Writes DIR/results.json, DIR/results.md, DIR/heatmap-<attention>-<scaling>.png and the training runs
+under DIR/runs/. Exit codes: 0 done, 2 bad command line, 1 failure."""
+
+let private valueOptions =
+    [
+        "--out"
+        "--train-length"
+        "--factors"
+        "--depths"
+        "--trials"
+        "--steps"
+        "--crd-steps"
+        "--attentions"
+        "--seed"
+        "--batch"
+        "--embed"
+        "--layers"
+        "--heads"
+        "--learning-rate"
+        "--block-size"
+        "--top-k"
+    ]
+
+/// The scalings compared, in table order: (name, whether it runs on the CRD-fine-tuned weights).
+let scalings =
+    [ "none", false; "pi", false; "ntk", false; "yarn", false; "crd-ntk", true ]
+
+/// The model of the study for one attention kind.
+let modelFor
+    (attention: string)
+    (trainLength: int)
+    (embed: int)
+    (layers: int)
+    (heads: int)
+    (blockSize: int)
+    (topK: int)
+    : ModelConfig =
+    { ModelConfig.defaults with
+        EmbedDim = embed
+        Layers = layers
+        Heads = heads
+        FeedForwardDim = 2 * embed
+        SegmentLengths = [ max 1 (trainLength / 4); max 1 (trainLength / 2); trainLength ]
+        DilationRates = [ 1; 2; 4 ]
+        Attention =
+            match attention with
+            | "dilated" -> AttentionKind.Dilated
+            | "dense" -> AttentionKind.Dense
+            | "select-merge" ->
+                AttentionKind.SelectMerge
+                    {
+                        BlockSize = blockSize
+                        TopK = topK
+                        MergeFactor = 1
+                        Sink = true
+                        RenumberPositions = true
+                    }
+            | other -> raise (UsageError $"--attentions takes dense, dilated and select-merge, got '{other}'.")
+    }
+
+/// Trains one run in `outDir` (or reuses a finished checkpoint there) and returns its weights.
+let private trainRun
+    (outDir: string)
+    (config: RunConfig)
+    (init: Map<string, torch.Tensor> option)
+    : Map<string, torch.Tensor> =
+    let checkpoint = TrainLoop.checkpointPath outDir
+
+    if Directory.Exists outDir then
+        Directory.Delete(outDir, true)
+
+    let tokenizer = RunConfig.tokenizer config |> orFail
+    use session = TrainSession.Create(config, tokenizer) |> orFail
+
+    init |> Option.iter (fun w -> Checkpoint.loadWeights session.Model w |> orFail)
+
+    Loading.writeConfig outDir session.Config
+    printfn "training %s: %s, %d steps" outDir (ModelOptions.describe session.Config.Model) config.Train.Steps
+
+    let corpus = Train.passkeyCorpus tokenizer config.Train.SeqLen
+
+    let outcome =
+        TrainLoop.run
+            session
+            corpus
+            {
+                OutDir = outDir
+                TimeBudget = None
+                FitStepsToBudget = false
+            }
+
+    if outcome.Interrupted then
+        fail "interrupted."
+
+    match List.tryLast outcome.Validation with
+    | Some(_, v) -> printfn "  validation loss %.4f, checkpoint %s" v checkpoint
+    | None -> ()
+
+    Checkpoint.weights session.Model
+    |> List.map (fun (name, t) -> name, t.detach().clone().DetachFromDisposeScope())
+    |> Map.ofList
+
+/// One row of the study: an attention kind with a scaling, and its cells.
+type Row =
+    {
+        /// dense, dilated or select-merge.
+        Attention: string
+        /// none, pi, ntk, yarn or crd-ntk.
+        Scaling: string
+        /// The grid: lengths × depths.
+        Cells: PasskeyCell list
+    }
+
+let private accuracy (cells: PasskeyCell list) =
+    float (cells |> List.sumBy _.Correct) / float (cells |> List.sumBy _.Trials)
+
+/// The markdown table: one row per (attention, scaling), one column per length (accuracy over depths).
+let markdown (trainLength: int) (lengths: int list) (rows: Row list) : string =
+    let b = StringBuilder()
+
+    let header =
+        lengths
+        |> List.map (fun l -> $"{l} ({l / trainLength}×)")
+        |> String.concat " | "
+
+    b.AppendLine($"| attention | scaling | {header} |") |> ignore
+
+    b.AppendLine("|---|---|" + String.replicate lengths.Length "---:|") |> ignore
+
+    for r in rows do
+        let cells =
+            lengths
+            |> List.map (fun l -> $"{100.0 * accuracy (r.Cells |> List.filter (fun c -> c.Length = l)):F0}%%")
+            |> String.concat " | "
+
+        b.AppendLine($"| {r.Attention} | {r.Scaling} | {cells} |") |> ignore
+
+    b.ToString()
+
+let private json (settings: JsonObject) (rows: Row list) =
+    let array = JsonArray()
+
+    for r in rows do
+        let o = JsonObject()
+        o["attention"] <- JsonValue.Create r.Attention
+        o["scaling"] <- JsonValue.Create r.Scaling
+        let cells = JsonArray()
+
+        for c in r.Cells do
+            let x = JsonObject()
+            x["length"] <- JsonValue.Create c.Length
+            x["depth"] <- JsonValue.Create c.Depth
+            x["correct"] <- JsonValue.Create c.Correct
+            x["trials"] <- JsonValue.Create c.Trials
+            cells.Add x
+
+        o["cells"] <- cells
+        array.Add o
+
+    let root = JsonObject()
+    root["settings"] <- settings
+    root["rows"] <- array
+    JsonFields.write root
+
+/// Runs `longnet passkey-study`.
+let run (argv: string list) : int =
+    Errors.guard "passkey-study" (fun () ->
+        let p = parse valueOptions [ "--help" ] argv
+
+        if has p "--help" then
+            printfn "%s" help
+            0
+        else
+            let out = required p "--out"
+            let trainLength = intOption p "--train-length" 32L 65_536L 256L |> int
+
+            let factors =
+                optional p "--factors"
+                |> Option.map (toIntList "--factors" 1L 1024L)
+                |> Option.defaultValue [ 1L; 2L; 4L; 8L; 16L ]
+                |> List.map int
+
+            let depths =
+                optional p "--depths"
+                |> Option.map Passkey.parseDepths
+                |> Option.defaultValue [ 0.0; 0.25; 0.5; 0.75; 1.0 ]
+
+            let trials = intOption p "--trials" 1L 10_000L 4L |> int
+            let steps = intOption p "--steps" 1L 1_000_000L 800L |> int
+            let crdSteps = intOption p "--crd-steps" 1L 1_000_000L 400L |> int
+            let seed = intOption p "--seed" 0L (int64 Int32.MaxValue) 1L |> int
+            let batch = intOption p "--batch" 1L 4096L 8L |> int
+            let embed = intOption p "--embed" 2L 4096L 64L |> int
+            let layers = intOption p "--layers" 1L 64L 2L |> int
+            let heads = intOption p "--heads" 1L 64L 4L |> int
+            let blockSize = intOption p "--block-size" 1L 65_536L 16L |> int
+            let topK = intOption p "--top-k" 0L 65_536L 4L |> int
+
+            let learningRate =
+                optional p "--learning-rate"
+                |> Option.map (toFloat "--learning-rate" true)
+                |> Option.defaultValue 3e-3
+
+            if learningRate >= 1.0 then
+                raise (UsageError $"--learning-rate must be in (0, 1), got {learningRate}.")
+
+            let attentions =
+                (optional p "--attentions" |> Option.defaultValue "dense,dilated,select-merge")
+                    .Split(',', StringSplitOptions.TrimEntries)
+                |> List.ofArray
+
+            for a in attentions do
+                modelFor a trainLength embed layers heads blockSize topK |> ignore
+
+            Native.ensureLoaded () |> ignore
+            let tokenizer = Tokenizer.byteLevel ()
+            let minimum = Passkey.minimumSampleLength tokenizer
+
+            if trainLength < minimum then
+                raise (UsageError $"--train-length must be ≥ {minimum} (a passkey sample's frame), got {trainLength}.")
+
+            let lengths = factors |> List.map (fun f -> f * trainLength)
+            let largest = float (List.max factors)
+            let watch = Diagnostics.Stopwatch.StartNew()
+
+            let train =
+                { RunConfig.tiny.Train with
+                    Task = PasskeySamples
+                    Steps = steps
+                    BatchSize = batch
+                    SeqLen = trainLength
+                    LearningRate = learningRate
+                    WarmupSteps = min 30 (max 0 (steps - 1))
+                    LogEvery = 50
+                    CheckpointEvery = 0
+                    EvalTokens = 4096
+                    Seed = int64 seed
+                }
+
+            let rows =
+                [
+                    for attention in attentions do
+                        let model = modelFor attention trainLength embed layers heads blockSize topK
+
+                        let baseRun =
+                            {
+                                Model = model
+                                Train = train
+                                Tokenizer = ByteTokens
+                            }
+
+                        let baseWeights =
+                            trainRun (Path.Combine(out, "runs", $"{attention}-base")) baseRun None
+
+                        let crdModel =
+                            { model with
+                                PositionScaling =
+                                    CrdNtk
+                                        {
+                                            MinScale = 1.0
+                                            MaxScale = max 1.0 largest
+                                            CycleSteps = max 1 (crdSteps / 2)
+                                            TrainedLength = trainLength
+                                            MinLength = minimum
+                                        }
+                            }
+
+                        let crdRun =
+                            { baseRun with
+                                Model = crdModel
+                                Train =
+                                    { train with
+                                        Steps = crdSteps
+                                        WarmupSteps = min 10 (max 0 (crdSteps - 1))
+                                        LearningRate = learningRate / 3.0
+                                    }
+                            }
+
+                        let crdWeights =
+                            trainRun (Path.Combine(out, "runs", $"{attention}-crd")) crdRun (Some baseWeights)
+
+                        for scaling, fineTuned in scalings do
+                            let weights = if fineTuned then crdWeights else baseWeights
+
+                            let cells =
+                                [
+                                    for length in lengths do
+                                        let config =
+                                            { model with
+                                                PositionScaling = Passkey.scalingFor scaling trainLength length
+                                            }
+
+                                        use m = new LongNetModel(config)
+                                        Checkpoint.loadWeights m weights |> orFail
+                                        yield! Passkey.evaluate m tokenizer [ length ] depths trials (seed + length)
+                                ]
+
+                            let row =
+                                {
+                                    Attention = attention
+                                    Scaling = scaling
+                                    Cells = cells
+                                }
+
+                            printfn
+                                "%-12s %-8s %s   (%.0f s)"
+                                attention
+                                scaling
+                                (lengths
+                                 |> List.map (fun l ->
+                                     $"{100.0 * accuracy (cells |> List.filter (fun c -> c.Length = l)), 4:F0}%%")
+                                 |> String.concat " ")
+                                watch.Elapsed.TotalSeconds
+
+                            yield row
+
+                        for w in [ baseWeights; crdWeights ] do
+                            for KeyValue(_, t) in w do
+                                t.Dispose()
+                ]
+
+            let settings = JsonObject()
+            settings["command"] <- JsonValue.Create("longnet passkey-study " + String.Join(" ", argv))
+            settings["trainLength"] <- JsonValue.Create trainLength
+
+            settings["lengths"] <-
+                JsonArray(lengths |> List.map (fun l -> JsonValue.Create l :> JsonNode) |> Array.ofList)
+
+            settings["trials"] <- JsonValue.Create trials
+            settings["steps"] <- JsonValue.Create steps
+            settings["crdSteps"] <- JsonValue.Create crdSteps
+            settings["seed"] <- JsonValue.Create seed
+            settings["learningRate"] <- JsonValue.Create learningRate
+            settings["seconds"] <- JsonValue.Create(Math.Round(watch.Elapsed.TotalSeconds, 1))
+            settings["processors"] <- JsonValue.Create Environment.ProcessorCount
+            Directory.CreateDirectory out |> ignore
+            Loading.writeText (Path.Combine(out, "results.json")) (json settings rows)
+            let table = markdown trainLength lengths rows
+            Loading.writeText (Path.Combine(out, "results.md")) table
+            printfn "\n%s" table
+
+            for r in rows do
+                let path = Path.Combine(out, $"heatmap-{r.Attention}-{r.Scaling}.png")
+
+                Plots.attempt path (fun file ->
+                    Passkey.heatmapTitled
+                        $"Passkey accuracy, {r.Attention} attention, {r.Scaling} (rows: depth, columns: length)"
+                        file
+                        lengths
+                        depths
+                        r.Cells)
+                |> ignore
+
+            printfn "wrote %s (%.0f s)" out watch.Elapsed.TotalSeconds
+            0)

@@ -1,0 +1,270 @@
+/// The CASM commands end to end: `longnet train --task passkey` with select-merge attention and CRD NTK
+/// (draw log, checkpoint usable by `passkey` and `generate`), bad attention/scaling flags exit 2,
+/// `longnet passkey --scaling`, the `bench --impls selectmerge` row, and a seconds-long miniature of
+/// `longnet passkey-study` writing its results, table and heatmaps.
+[<Xunit.Collection("serial")>]
+module LongNet.Tests.CasmCliTests
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open Xunit
+open LongNet.Cli
+
+let private capture (run: string list -> int) (args: string list) =
+    let out, err = new StringWriter(), new StringWriter()
+    let oldOut, oldErr = Console.Out, Console.Error
+    Console.SetOut out
+    Console.SetError err
+
+    try
+        let code = run args
+        code, out.ToString(), err.ToString()
+    finally
+        Console.SetOut oldOut
+        Console.SetError oldErr
+
+let private temp () =
+    let dir = Path.Combine(Path.GetTempPath(), $"longnet-casm-{Guid.NewGuid():N}")
+    Directory.CreateDirectory dir |> ignore
+    dir
+
+[<Fact>]
+let ``train --task passkey with select-merge and CRD NTK logs its draws; passkey and generate use the checkpoint`` () =
+    let dir = temp ()
+    let baseRun = Path.Combine(dir, "base")
+
+    let common =
+        [
+            "--task"
+            "passkey"
+            "--preset"
+            "tiny"
+            "--seq-len"
+            "128"
+            "--attention"
+            "select-merge"
+            "--block-size"
+            "16"
+            "--top-k"
+            "2"
+        ]
+
+    let code, stdout, stderr =
+        capture Train.run (common @ [ "--out"; baseRun; "--steps"; "2" ])
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("select-merge (block 16, top-2, merge 1, sink, renumbered) attention, scaling none", stdout)
+
+    let crdRun = Path.Combine(dir, "crd")
+
+    let code, stdout, stderr =
+        capture
+            Train.run
+            (common
+             @ [
+                 "--out"
+                 crdRun
+                 "--steps"
+                 "3"
+                 "--scaling"
+                 "crd-ntk"
+                 "--crd-max-scale"
+                 "8"
+                 "--crd-min-length"
+                 "110"
+                 "--init"
+                 Path.Combine(baseRun, "checkpoint.ckpt")
+             ])
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("starting from the weights of", stdout)
+    let draws = File.ReadAllLines(Path.Combine(crdRun, "crd_log.csv"))
+    Assert.Equal("step,micro_batch,scale,offset,length,split,gap", draws.[0])
+    Assert.Equal(4, draws.Length)
+
+    let config = JsonNode.Parse(File.ReadAllText(Path.Combine(crdRun, "config.json")))
+    Assert.Equal("crd-ntk", config.["model"].["positionScaling"].["method"].GetValue<string>())
+    Assert.Equal("select-merge", config.["model"].["attention"].GetValue<string>())
+    Assert.Equal("passkey", config.["train"].["task"].GetValue<string>())
+    let checkpoint = Path.Combine(crdRun, "checkpoint.ckpt")
+    let json = Path.Combine(dir, "passkey.json")
+
+    let code, _, stderr =
+        capture
+            Passkey.run
+            [
+                "--checkpoint"
+                checkpoint
+                "--lengths"
+                "128,256"
+                "--depths"
+                "0.5"
+                "--trials"
+                "1"
+                "--json"
+                json
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Equal(2, (JsonNode.Parse(File.ReadAllText json).["cells"] :?> JsonArray).Count)
+
+    let code, _, stderr =
+        capture
+            Generate.run
+            [
+                "--checkpoint"
+                checkpoint
+                "--prompt"
+                "The pass key is"
+                "--max-new-tokens"
+                "4"
+                "--greedy"
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Equal("", stderr)
+
+    let code, _, stderr =
+        capture
+            Passkey.run
+            [
+                "--checkpoint"
+                Path.Combine(baseRun, "checkpoint.ckpt")
+                "--lengths"
+                "256"
+                "--depths"
+                "0"
+                "--trials"
+                "1"
+                "--scaling"
+                "yarn"
+            ]
+
+    Assert.True((code = 0), stderr)
+
+    let code, _, stderr =
+        capture Passkey.run [ "--checkpoint"; checkpoint; "--lengths"; "256"; "--scaling"; "rope2" ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--scaling", stderr)
+
+[<Theory>]
+[<InlineData("--attention", "sparse")>]
+[<InlineData("--scaling", "linear")>]
+[<InlineData("--scale", "0.5")>]
+[<InlineData("--block-size", "0")>]
+[<InlineData("--top-k", "-1")>]
+[<InlineData("--task", "qa")>]
+let ``train rejects a bad attention, scaling or task flag with exit 2 naming it`` (flag: string, value: string) =
+    let dir = temp ()
+
+    let task = if flag = "--task" then [] else [ "--task"; "passkey" ]
+
+    let code, _, stderr =
+        capture Train.run (task @ [ "--preset"; "tiny"; "--out"; Path.Combine(dir, "run"); flag; value ])
+
+    Assert.Equal(2, code)
+    Assert.Contains(flag, stderr)
+    Assert.False(File.Exists(Path.Combine(dir, "run", "checkpoint.ckpt")))
+
+[<Fact>]
+let ``bench --impls selectmerge adds a row with the pairs of the select-merge plan`` () =
+    let dir = temp ()
+    let json = Path.Combine(dir, "bench.json")
+
+    let code, stdout, stderr =
+        capture
+            Bench.run
+            [
+                "--n"
+                "96"
+                "--modes"
+                "fwd"
+                "--impls"
+                "selectmerge,dense"
+                "--segments"
+                "32"
+                "--rates"
+                "1"
+                "--heads"
+                "2"
+                "--head-dim"
+                "8"
+                "--repeats"
+                "1"
+                "--block-size"
+                "16"
+                "--top-k"
+                "2"
+                "--causal"
+                "--json"
+                json
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("selectmerge", stdout)
+
+    let row =
+        (JsonNode.Parse(File.ReadAllText json).["results"] :?> JsonArray)
+        |> Seq.find (fun r -> r.["impl"].GetValue<string>() = "selectmerge")
+
+    let plan = LongNet.Casm.SelectMergeConfig.create 16 2 1 true true false
+    Assert.Equal(2L * LongNet.Casm.SelectMergePlan.pairCount plan 96, row.["pairs"].GetValue<int64>())
+
+    let refused =
+        try
+            Bench.run [ "--impls"; "sparse" ] |> ignore
+            ""
+        with Args.UsageError message ->
+            message
+
+    Assert.Contains("--impls", refused)
+
+[<Fact>]
+let ``a miniature passkey study writes its results, table and heatmaps`` () =
+    let out = Path.Combine(temp (), "passkey")
+
+    let code, _, stderr =
+        capture
+            PasskeyStudy.run
+            [
+                "--out"
+                out
+                "--train-length"
+                "112"
+                "--factors"
+                "1,2"
+                "--depths"
+                "0.5"
+                "--trials"
+                "1"
+                "--steps"
+                "2"
+                "--crd-steps"
+                "2"
+                "--attentions"
+                "select-merge,dense"
+                "--embed"
+                "8"
+                "--heads"
+                "2"
+                "--layers"
+                "1"
+                "--batch"
+                "2"
+            ]
+
+    Assert.True((code = 0), stderr)
+    let results = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
+    let rows = results.["rows"] :?> JsonArray
+    Assert.Equal(2 * PasskeyStudy.scalings.Length, rows.Count)
+
+    for r in rows do
+        Assert.Equal(2, (r.["cells"] :?> JsonArray).Count)
+
+    let table = File.ReadAllText(Path.Combine(out, "results.md"))
+    Assert.Contains("| select-merge | crd-ntk |", table)
+    Assert.Contains("224 (2×)", table)
+    Assert.True(File.Exists(Path.Combine(out, "heatmap-select-merge-crd-ntk.png")))
+    Assert.True(File.Exists(Path.Combine(out, "runs", "dense-crd", "crd_log.csv")))
