@@ -173,11 +173,8 @@ let private toJson (m: JsonObject) (gemm: float) (cells: Cell list) =
     root.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
 let private writeAtomically (path: string) (text: string) =
-    let full = Path.GetFullPath path
-    Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
-    let temp = $"{full}.{Guid.NewGuid():N}.tmp"
-    File.WriteAllText(temp, text)
-    File.Move(temp, full, true)
+    AtomicFile.ensureFolderOf path
+    AtomicFile.writeText path text
 
 let private table (cells: Cell list) =
     let header =

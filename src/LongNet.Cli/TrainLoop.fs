@@ -8,6 +8,7 @@ open System.Diagnostics
 open System.IO
 open System.Text
 open Spectre.Console
+open LongNet
 open LongNet.Text
 open LongNet.Training
 
@@ -65,7 +66,7 @@ let private trimLog (path: string) (header: string) (step: int) =
         else
             [||]
 
-    Checkpoint.writeAtomically path (fun stream ->
+    AtomicFile.write path (fun stream ->
         use writer = new StreamWriter(stream, UTF8Encoding false, leaveOpen = true)
         writer.WriteLine header
 
