@@ -72,6 +72,9 @@ type AdamW(parameters: (string * Parameter) list, settings: AdamWSettings) =
 
     /// Clears every parameter's gradient.
     member _.ZeroGrad() =
+        // Each `grad` read is a new tensor handle: dispose them here, not in the finalizer.
+        use scope = torch.NewDisposeScope()
+
         for s in slots do
             let g = s.Parameter.grad
 
