@@ -158,12 +158,35 @@ type LongNetModel(config: ModelConfig) as this =
             else
                 normal block.FeedForward.OutputProjection residualStd
 
+    // Token ids: int64 in [0, V) (checked before the embedding, whose own error names no parameter).
+    let checkIds (tokens: torch.Tensor) =
+        if tokens.dtype <> torch.ScalarType.Int64 then
+            raise (ArgumentException($"tokens must be int64 token ids; got {tokens.dtype}.", "tokens"))
+
+        if tokens.NumberOfElements > 0L then
+            use scope = torch.NewDisposeScope()
+            let lowest = tokens.min().item<int64>()
+            let highest = tokens.max().item<int64>()
+
+            if lowest < 0L || highest >= int64 config.VocabSize then
+                raise (
+                    ArgumentException(
+                        $"tokens must be ids in [0, vocabSize = {config.VocabSize}); got ids from {lowest} to {highest}.",
+                        "tokens"
+                    )
+                )
+
     let checkTokens (tokens: torch.Tensor) =
+        if isNull (box tokens) then
+            raise (ArgumentNullException "tokens")
+
         if tokens.Dimensions <> 2L then
             raise (ArgumentException($"tokens must be 2-D [batch, seq]; got {tokens.Dimensions}-D.", "tokens"))
 
         if tokens.shape.[1] < 1L then
             raise (ArgumentException("tokens must hold at least one position.", "tokens"))
+
+        checkIds tokens
 
         if tokens.shape.[1] > int64 config.MaxPositions then
             raise (
@@ -237,6 +260,13 @@ type LongNetModel(config: ModelConfig) as this =
         if cache.Layers <> config.Layers then
             invalidArg "cache" $"the cache has {cache.Layers} layers; the model has {config.Layers}."
 
+        if isNull (box tokens) then
+            raise (ArgumentNullException "tokens")
+
+        if tokens.Dimensions <> 1L || tokens.shape.[0] < 1L then
+            raise (ArgumentException($"tokens must be 1-D [batch ≥ 1]; got {tokens.Dimensions}-D.", "tokens"))
+
+        checkIds tokens
         let p = cache.Position
 
         if p >= int64 config.MaxPositions then

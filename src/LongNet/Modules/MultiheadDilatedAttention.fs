@@ -98,6 +98,36 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     let dilatedAttention (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
         DilatedAttention.forward settings.Dilated q k v
 
+    // Inputs `[b ≥ 1, n ≥ 1, e]` of the layer's dtype and device (checked before any projection).
+    let shapeText (t: torch.Tensor) = "[" + String.Join(", ", t.shape) + "]"
+
+    let checkInput (parameter: string) (x: torch.Tensor) =
+        if isNull (box x) then
+            raise (ArgumentNullException parameter)
+
+        if x.Dimensions <> 3L || x.shape.[0] < 1L || x.shape.[1] < 1L || x.shape.[2] <> e then
+            raise (
+                ArgumentException(
+                    $"{parameter} must be [batch ≥ 1, seq ≥ 1, embed = {e}]; got shape {shapeText x}.",
+                    parameter
+                )
+            )
+
+        let weight = query.weight
+
+        if x.dtype <> weight.dtype then
+            raise (
+                ArgumentException($"{parameter} must have the layer's dtype {weight.dtype}; got {x.dtype}.", parameter)
+            )
+
+        if x.device_type <> weight.device_type || x.device_index <> weight.device_index then
+            raise (
+                ArgumentException(
+                    $"{parameter} must be on the layer's device {weight.device}; got {x.device}.",
+                    parameter
+                )
+            )
+
     let splitHeads (x: torch.Tensor) =
         // [b, n, e] → [b, h, n, d]
         x.view(x.shape.[0], x.shape.[1], h, d).transpose(1L, 2L)
@@ -127,6 +157,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     /// (see `Rope.tables`; `None` for no positions). When `cache` is given it is reset to hold the keys
     /// and values that later decoding steps (positions ≥ n) need.
     member _.Forward(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache option) : torch.Tensor =
+        checkInput "x" x
         use scope = torch.NewDisposeScope()
         let n = x.shape.[1]
 
@@ -147,6 +178,19 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     /// Drop-in multi-head attention: `query`, `key`, `value` `[b, n, e]` (one length n) at positions
     /// 0 … n−1 → `[b, n, e]`.
     member m.Forward(queryInput: torch.Tensor, keyInput: torch.Tensor, valueInput: torch.Tensor) : torch.Tensor =
+        checkInput "query" queryInput
+
+        for name, t in [ "key", keyInput; "value", valueInput ] do
+            checkInput name t
+
+            if t.shape <> queryInput.shape then
+                raise (
+                    ArgumentException(
+                        $"{name} must have the query's shape {shapeText queryInput}; got {shapeText t}.",
+                        name
+                    )
+                )
+
         use scope = torch.NewDisposeScope()
         let n = queryInput.shape.[1]
 
@@ -167,6 +211,11 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         if not settings.Dilated.Causal then
             invalidOp "incremental decoding needs causal attention; this layer is non-causal (an encoder)."
 
+        checkInput "x" x
+
+        if x.shape.[1] <> 1L then
+            raise (ArgumentException($"x must hold one position [batch, 1, embed]; got {x.shape.[1]}.", "x"))
+
         use scope = torch.NewDisposeScope()
         let p = cache.Next
 
@@ -181,6 +230,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
 
     /// Self-attention over `[b, n, e]` at positions 0 … n−1.
     override m.forward(x: torch.Tensor) : torch.Tensor =
+        checkInput "x" x
         use scope = torch.NewDisposeScope()
 
         let tables =
