@@ -237,10 +237,51 @@ let ``every command answers --help with exit code 0`` () =
     Assert.Contains("attend", commands)
     Assert.Contains("plan", commands)
 
+    Assert.Equal(9, commands.Length)
+
     for command in commands do
-        let code, text, _ = longnet [ command; "--help" ]
+        let code, text, err = longnet [ command; "--help" ]
         Assert.Equal(0, code)
         Assert.Contains($"longnet {command}", text)
+        Assert.Equal("", err)
+
+[<Fact>]
+let ``usage errors exit 2 and failures exit 1, with the message on stderr and nothing on stdout`` () =
+    let _, usage, _ = longnet [ "--help" ]
+    Assert.Contains("exit codes: 0 success, 2 bad input (message on stderr), 1 failure", usage)
+
+    for args in
+        [
+            [ "plan"; "--segments"; "8"; "--rates"; "1"; "--n"; "0"; "--heads"; "1" ]
+            [ "attend"; "--q" ]
+            [ "train"; "--stepz"; "3" ]
+            [ "bench"; "--n"; "abc" ]
+            [ "attention-demo"; "--n"; "-4" ]
+            [ "passkey"; "--checkpoint"; "c"; "--lengths"; "100"; "--depths"; "2" ]
+        ] do
+        let code, out, err = longnet args
+        Assert.Equal(2, code)
+        Assert.Equal("", out)
+        Assert.StartsWith("error: ", err)
+        Assert.Equal(1, err.Trim().Split('\n').Length)
+
+    use dir = new TempDir("cli")
+
+    let code, _, err =
+        longnet
+            [
+                "generate"
+                "--checkpoint"
+                dir.File "none.ckpt"
+                "--prompt"
+                "p"
+                "--max-new-tokens"
+                "3"
+            ]
+
+    Assert.Equal(1, code)
+    Assert.StartsWith("error: ", err)
+    Assert.Contains("none.ckpt", err)
 
 [<Fact>]
 let ``an unknown command or option gives exit code 2`` () =
