@@ -505,10 +505,10 @@ let tests =
                 testPropertyWithConfig
                     (Cases.config Cases.count)
                     $"F# core on {device}: random configs, shapes, dtypes, kernels, flaws"
-                    (Prop.forAll arb (checkCore device))
+                    (Prop.forAll arb (Cases.counted $"core on {device}" (checkCore device)))
 
             testPropertyWithConfig
                 (Cases.config (Cases.share 0.25 20))
                 "C# facade (builder, Forward) on the CPU: same cases"
-                (Prop.forAll arb checkFacade)
+                (Prop.forAll arb (Cases.counted "C# facade" checkFacade))
         ]

@@ -3,6 +3,7 @@
 module LongNet.Proofs.Cases
 
 open System
+open System.Collections.Concurrent
 open Expecto
 
 /// The environment variable that sets the main fuzz property's case count.
@@ -36,3 +37,19 @@ let config (cases: int) : FsCheckConfig =
         maxTest = cases
         endSize = 100
     }
+
+let private tally = ConcurrentDictionary<string, int>()
+
+/// `check` that also counts its calls under `name` (the count of cases actually run).
+let counted (name: string) (check: 'T -> unit) : 'T -> unit =
+    fun case ->
+        tally.AddOrUpdate(name, 1, (fun _ n -> n + 1)) |> ignore
+        check case
+
+/// The number of cases each counted property ran, one line each, and the total.
+let report () : string =
+    let lines =
+        tally |> Seq.sortBy _.Key |> Seq.map (fun kv -> $"  {kv.Key}: {kv.Value} cases")
+
+    let total = tally.Values |> Seq.sum
+    String.Join("\n", Seq.append lines [ $"  fuzz cases in all: {total}" ])

@@ -418,4 +418,4 @@ let tests =
     testPropertyWithConfig
         (Cases.config (Cases.share 0.25 40))
         "fuzz: random `longnet` command lines exit 0, 1 or 2 with one error line naming the problem"
-        (Prop.forAll (Arb.fromGen cliCaseGen) checkCli)
+        (Prop.forAll (Arb.fromGen cliCaseGen) (Cases.counted "command lines" checkCli))

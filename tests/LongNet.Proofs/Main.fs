@@ -90,17 +90,22 @@ let main argv =
     // Sequenced: TorchSharp's Scalars can be freed mid-call when other threads trigger collections.
     printfn "fuzz: %d cases for the main property (%s; default %d)" Cases.count Cases.Variable Cases.DefaultCount
 
-    runTestsWithCLIArgs
-        [ Sequenced ]
-        argv
-        (testList
-            "LongNet proofs"
-            [
-                denseEquivalence
-                pathLength
-                linearCost
-                AttentionFuzz.tests
-                ModuleFuzz.tests
-                CliFuzz.tests
-                Memory.tests
-            ])
+    // Memory first: its RSS figures are clearest in a fresh process, before the fuzz has grown the heap.
+    let code =
+        runTestsWithCLIArgs
+            [ Sequenced ]
+            argv
+            (testList
+                "LongNet proofs"
+                [
+                    Memory.tests
+                    denseEquivalence
+                    pathLength
+                    linearCost
+                    AttentionFuzz.tests
+                    ModuleFuzz.tests
+                    CliFuzz.tests
+                ])
+
+    printfn "fuzz cases run:\n%s" (Cases.report ())
+    code

@@ -461,10 +461,10 @@ let tests =
             testPropertyWithConfig
                 (Cases.config (Cases.share 0.5 40))
                 "MultiheadDilatedAttention: random settings, positions, dtypes, modes, flaws"
-                (Prop.forAll (Arb.fromGen layerCaseGen) checkLayer)
+                (Prop.forAll (Arb.fromGen layerCaseGen) (Cases.counted "multi-head layer" checkLayer))
 
             testPropertyWithConfig
                 (Cases.config (Cases.share 0.05 15))
                 "LongNetModel: random tiny configurations and tokens, decoder and encoder, flaws"
-                (Prop.forAll (Arb.fromGen modelCaseGen) checkModel)
+                (Prop.forAll (Arb.fromGen modelCaseGen) (Cases.counted "model" checkModel))
         ]
