@@ -37,11 +37,8 @@ without dilation and an all-gather of every rank's keys and values; a table, JSO
 Defaults for --dist: N = 65536, groups 2048,4096,8192,16384,32768 / 1,2,4,8,16."""
 
 let private writeAtomically (path: string) (text: string) =
-    let full = Path.GetFullPath path
-    Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
-    let temp = $"{full}.{Guid.NewGuid():N}.tmp"
-    File.WriteAllText(temp, text)
-    File.Move(temp, full, true)
+    AtomicFile.ensureFolderOf path
+    AtomicFile.writeText path text
 
 /// Runs `longnet bench --dist`: communication per rank as P grows, on simulated ranks.
 let private runDistributed (p: Parsed) : int =

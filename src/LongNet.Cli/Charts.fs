@@ -3,6 +3,7 @@ module LongNet.Cli.Charts
 
 open System
 open System.IO
+open LongNet
 
 /// One named series of (x, y) points.
 type Series =
@@ -92,8 +93,5 @@ let lineChart
     plot.XLabel(if logLog then xLabel + " (log scale)" else xLabel)
     plot.YLabel(if logLog then yLabel + " (log scale)" else yLabel)
     plot.ShowLegend() |> ignore
-    let folder = Path.GetDirectoryName(Path.GetFullPath path)
-    Directory.CreateDirectory folder |> ignore
-    let temp = Path.Combine(folder, $".{Path.GetFileName path}.{Guid.NewGuid():N}.png")
-    plot.SavePng(temp, 900, 600) |> ignore
-    File.Move(temp, path, true)
+    AtomicFile.ensureFolderOf path
+    AtomicFile.writeVia path (fun temp -> plot.SavePng(temp, 900, 600) |> ignore)

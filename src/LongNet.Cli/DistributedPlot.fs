@@ -3,6 +3,7 @@
 module LongNet.Cli.DistributedPlot
 
 open ScottPlot
+open LongNet
 open LongNet.Distributed
 
 let private mib (bytes: float) = bytes / 1048576.0
@@ -55,4 +56,4 @@ let write (path: string) (title: string) (width: int) (height: int) (rows: Commu
     plot.YLabel "MiB sent + received per rank (one forward pass)"
     plot.Axes.SetLimitsY(0.0, (rows |> List.map (fun r -> mib (float r.AllGatherBytes)) |> List.max) * 1.08)
     plot.ShowLegend(Alignment.UpperLeft) |> ignore
-    plot.SavePng(path, width, height) |> ignore
+    AtomicFile.writeVia path (fun temp -> plot.SavePng(temp, width, height) |> ignore)

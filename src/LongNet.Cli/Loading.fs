@@ -21,11 +21,10 @@ let loadCorpus (tokenizer: ITokenizer) (path: string) : Corpus =
 
     corpus
 
-/// Writes text to a file atomically (UTF-8, no byte-order mark).
+/// Writes text to a file atomically (UTF-8, no byte-order mark), creating its folder if missing.
 let writeText (path: string) (text: string) =
-    Checkpoint.writeAtomically path (fun stream ->
-        let bytes = System.Text.UTF8Encoding(false).GetBytes text
-        stream.Write(bytes, 0, bytes.Length))
+    AtomicFile.ensureFolderOf path
+    AtomicFile.writeText path text
 
 /// Writes the run configuration as `config.json` in `outDir` (atomically).
 let writeConfig (outDir: string) (config: RunConfig) =

@@ -3,6 +3,7 @@ module LongNet.Cli.Plots
 
 open System
 open ScottPlot
+open LongNet
 
 /// Plots the training loss per step (and the validation loss where measured) to a PNG file.
 let lossCurve (path: string) (steps: float[]) (loss: float[]) (validation: (float * float)[]) : unit =
@@ -43,7 +44,8 @@ let perplexity (path: string) (trainLength: int) (lengths: int[]) (perplexities:
 /// warning on stderr: plots are a convenience and never fail a command. Returns whether it was drawn.
 let attempt (path: string) (draw: string -> unit) : bool =
     try
-        draw path
+        AtomicFile.ensureFolderOf path
+        AtomicFile.writeVia path draw
         true
     with e ->
         let message = (if isNull e.InnerException then e else e.InnerException).Message

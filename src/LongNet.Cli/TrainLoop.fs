@@ -11,6 +11,7 @@ open System.IO
 open System.Text
 open Spectre.Console
 open TorchSharp
+open LongNet
 open LongNet.Distributed
 open LongNet.Text
 open LongNet.Training
@@ -72,7 +73,7 @@ let private trimLog (path: string) (header: string) (step: int) =
         else
             [||]
 
-    Checkpoint.writeAtomically path (fun stream ->
+    AtomicFile.write path (fun stream ->
         use writer = new StreamWriter(stream, UTF8Encoding false, leaveOpen = true)
         writer.WriteLine header
 

@@ -111,40 +111,43 @@ let backward
 
     dq.to_type q.dtype, dk.to_type q.dtype, dv.to_type q.dtype
 
-/// The autograd node: inputs q, k, v and the config; outputs the mixed output and the lse (no gradient).
+/// The autograd node: inputs q, k, v, the config and a cell that receives the lse; output the mixed
+/// output. The lse leaves through the cell, not as a second output: an unused second output needs either
+/// materialised zero gradients (TorchSharp then reads the disposed output and fails inside the native
+/// callback) or `set_materialize_grads false` (TorchSharp then leaves one tensor per backward undisposed).
 type DilatedAttentionFunction() =
-    inherit torch.autograd.MultiTensorFunction<DilatedAttentionFunction>()
+    inherit torch.autograd.SingleTensorFunction<DilatedAttentionFunction>()
 
     /// The node's name in autograd graphs.
     override _.Name = "DilatedAttention"
 
-    /// Runs the fused forward and saves what the backward needs.
+    /// Runs the fused forward, hands the lse to the cell and saves what the backward needs.
     override _.forward(ctx, vars) =
         let q, k, v =
             vars.[0] :?> torch.Tensor, vars.[1] :?> torch.Tensor, vars.[2] :?> torch.Tensor
 
         let config = vars.[3] :?> DilatedConfig
+        let lseCell = vars.[4] :?> torch.Tensor ref
         let out, lse = forwardNoGrad config q k v
         ctx.save_data ("config", config)
-        // The lse gets no gradient; leaving undefined gradients undefined avoids placeholder tensors.
-        ctx.set_materialize_grads false
         ctx.save_for_backward (List [ q.detach (); k.detach (); v.detach (); out.detach (); lse.detach () ])
         // Not `ctx.mark_non_differentiable`: with it, a garbage collection during `apply` (any thread)
         // crashes the process (segfault, reproduced with a thread calling GC.Collect beside the call).
-        // The backward ignores the lse's gradient and `apply` detaches the lse it returns instead.
-        List [ out; lse ]
+        lseCell.Value <- lse.detach ()
+        out
 
     /// Computes dq, dk, dv with the fused backward kernels.
-    override _.backward(ctx, grads) =
+    override _.backward(ctx, grad) =
         let saved = ctx.get_saved_variables ()
         let config = ctx.get_data "config" :?> DilatedConfig
 
         let dq, dk, dv =
-            backward config saved.[0] saved.[1] saved.[2] saved.[3] saved.[4] grads.[0]
+            backward config saved.[0] saved.[1] saved.[2] saved.[3] saved.[4] grad
 
-        List [ dq; dk; dv; null ]
+        List [ dq; dk; dv; null; null ]
 
 /// Fused dilated attention with autograd: (out `[b, h, n, d]`, lse `[b, h, n]` without gradient).
 let apply (config: DilatedConfig) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) : torch.Tensor * torch.Tensor =
-    let results = DilatedAttentionFunction.apply (q, k, v, box config)
-    results.[0], results.[1].detach()
+    let lseCell = ref null
+    let out = DilatedAttentionFunction.apply (q, k, v, box config, box lseCell)
+    out, lseCell.Value

@@ -199,11 +199,6 @@ type LoadReport =
         Cuda: bool
     }
 
-let private writeAtomically (path: string) (bytes: byte[]) =
-    let temp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp"
-    File.WriteAllBytes(temp, bytes)
-    File.Move(temp, path, true)
-
 let private cacheRoot () =
     match Environment.GetEnvironmentVariable CacheVariable with
     | null
@@ -254,7 +249,7 @@ let private preparePatchedCopy (torchLib: string) (libTorchSharp: string) : stri
                     with :? IOException when File.Exists link ->
                         ()
 
-        writeAtomically target patched
+        AtomicFile.writeBytes target patched
 
     target
 

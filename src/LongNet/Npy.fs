@@ -517,43 +517,11 @@ let read (path: string) : NpyArray =
     | Ok array -> array
     | Error e -> raise (InvalidDataException $"Cannot read .npy file '{path}': {e}.")
 
-/// Writes bytes to `path` atomically: to a temporary file in the same folder, flushed, then renamed over
-/// `path`. On failure the temporary file is removed, an existing `path` is left as it was, and an
-/// IOException naming `path` is raised.
-let writeBytesAtomically (path: string) (bytes: byte[]) : unit =
-    let full = Path.GetFullPath path
-    let folder = Path.GetDirectoryName full
-
-    if Directory.Exists full then
-        raise (IOException $"Cannot write '{path}': a directory of that name exists.")
-
-    let temp =
-        Path.Combine(folder, $".{Path.GetFileName full}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp")
-
-    try
-        try
-            do
-                use stream =
-                    new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None)
-
-                stream.Write(bytes, 0, bytes.Length)
-                stream.Flush true
-
-            File.Move(temp, full, true)
-        with
-        | :? IOException
-        | :? UnauthorizedAccessException as e -> raise (IOException($"Cannot write '{path}': {e.Message}", e))
-    finally
-        try
-            if File.Exists temp then
-                File.Delete temp
-        with _ ->
-            ()
-
-/// Writes an array as a `.npy` file, atomically (see writeBytesAtomically); raises ArgumentException if
-/// the shape and data disagree (nothing is written then).
+/// Writes an array as a `.npy` file, atomically (see `AtomicFile.writeVia`: the folder must exist; an
+/// IOException names the file); raises ArgumentException if the shape and data disagree (nothing is
+/// written then).
 let write (path: string) (array: NpyArray) : unit =
-    serialize array |> writeBytesAtomically path
+    serialize array |> AtomicFile.writeBytes path
 
 // ---------------------------------------------------------------------------------------------
 // Tensor bridge.

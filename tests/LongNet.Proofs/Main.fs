@@ -1,5 +1,6 @@
 /// The Expecto console suite: the slower proofs at larger sizes than the xunit properties use.
-/// `dotnet run --project tests/LongNet.Proofs -c Release -- --summary`
+/// `dotnet run --project tests/LongNet.Proofs -c Release -- --summary`; the fuzz case count comes from
+/// `LONGNET_PROOF_CASES` (see Cases.fs).
 module LongNet.Proofs.Main
 
 open Expecto
@@ -87,4 +88,24 @@ let linearCost =
 let main argv =
     Native.ensureLoaded () |> ignore
     // Sequenced: TorchSharp's Scalars can be freed mid-call when other threads trigger collections.
-    runTestsWithCLIArgs [ Sequenced ] argv (testList "LongNet proofs" [ denseEquivalence; pathLength; linearCost ])
+    printfn "fuzz: %d cases for the main property (%s; default %d)" Cases.count Cases.Variable Cases.DefaultCount
+
+    // Memory first: its RSS figures are clearest in a fresh process, before the fuzz has grown the heap.
+    let code =
+        runTestsWithCLIArgs
+            [ Sequenced ]
+            argv
+            (testList
+                "LongNet proofs"
+                [
+                    Memory.tests
+                    denseEquivalence
+                    pathLength
+                    linearCost
+                    AttentionFuzz.tests
+                    ModuleFuzz.tests
+                    CliFuzz.tests
+                ])
+
+    printfn "fuzz cases run:\n%s" (Cases.report ())
+    code

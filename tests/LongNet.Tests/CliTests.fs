@@ -7,29 +7,9 @@ open System.IO
 open Xunit
 open TorchSharp
 open LongNet
+open LongNet.Tests.TestSupport
 
 let private vectors = Path.Combine(AppContext.BaseDirectory, "vectors", "dilated")
-let private consoleLock = obj ()
-
-/// Runs `longnet args…` in-process and returns (exit code, stdout, stderr).
-let longnet (args: string list) : int * string * string =
-    lock consoleLock (fun () ->
-        let out, err = new StringWriter(), new StringWriter()
-        let oldOut, oldErr = Console.Out, Console.Error
-        Console.SetOut out
-        Console.SetError err
-
-        try
-            let code = LongNet.Cli.Program.main (Array.ofList args)
-            code, out.ToString(), err.ToString()
-        finally
-            Console.SetOut oldOut
-            Console.SetError oldErr)
-
-let private temp () =
-    let dir = Path.Combine(Path.GetTempPath(), $"longnet-cli-{Guid.NewGuid():N}")
-    Directory.CreateDirectory dir |> ignore
-    dir
 
 let private maxAbs (a: torch.Tensor) (b: torch.Tensor) =
     (a - b).abs().max().to_type(torch.float64).item<float>()
@@ -38,12 +18,12 @@ let private maxAbs (a: torch.Tensor) (b: torch.Tensor) =
 let ``attend reproduces the reference output and gradients in float64`` () =
     Native.ensureLoaded () |> ignore
     use _scope = torch.NewDisposeScope()
-    let dir = temp ()
+    use dir = new TempDir("cli")
 
     let file name =
         Path.Combine(vectors, $"p02_b2_n100_h3_causal.{name}.npy")
 
-    let out = Path.Combine(dir, "out.npy")
+    let out = Path.Combine(dir.Path, "out.npy")
 
     let code, _, err =
         longnet
@@ -67,7 +47,7 @@ let ``attend reproduces the reference output and gradients in float64`` () =
                 "--dout"
                 file "dout"
                 "--grads"
-                Path.Combine(dir, "g")
+                Path.Combine(dir.Path, "g")
             ]
 
     Assert.True((code = 0), err)
@@ -76,15 +56,15 @@ let ``attend reproduces the reference output and gradients in float64`` () =
     Assert.True(maxAbs written (Npy.readTensor (file "exp_paper")) < 1e-12)
 
     for g in [ "dq"; "dk"; "dv" ] do
-        let actual = Npy.readTensor (Path.Combine(dir, $"g.{g}.npy"))
+        let actual = Npy.readTensor (Path.Combine(dir.Path, $"g.{g}.npy"))
         Assert.True(maxAbs actual (Npy.readTensor (file $"expgrad_paper_{g}")) < 1e-12, g)
 
 [<Fact>]
 let ``attend computes in float32 for float32 files and agrees with the library`` () =
     Native.ensureLoaded () |> ignore
     use _scope = torch.NewDisposeScope()
-    let dir = temp ()
-    let path name = Path.Combine(dir, $"{name}.npy")
+    use dir = new TempDir("cli")
+    let path name = Path.Combine(dir.Path, $"{name}.npy")
     let make () = torch.randn (2L, 97L, 3L, 5L) // [batch, seq, heads, headDim], odd sizes
     let q, k, v = make (), make (), make ()
 
@@ -122,8 +102,8 @@ let ``attend computes in float32 for float32 files and agrees with the library``
 [<Fact>]
 let ``attend warns on stderr when a configuration leaves positions uncovered`` () =
     Native.ensureLoaded () |> ignore
-    let dir = temp ()
-    let path name = Path.Combine(dir, $"{name}.npy")
+    use dir = new TempDir("cli")
+    let path name = Path.Combine(dir.Path, $"{name}.npy")
 
     for name in [ "q"; "k"; "v" ] do
         Npy.writeTensor (path name) (torch.randn (1L, 20L, 2L, 4L))
@@ -160,8 +140,8 @@ let ``attend warns on stderr when a configuration leaves positions uncovered`` (
 [<InlineData("--rates 1 --segments 8 --offsets diagonal", "--offsets")>]
 [<InlineData("--rates 1 --segments 8 --scale -1", "--scale")>]
 let ``attend rejects a bad configuration with exit code 2 naming the option`` (options: string, named: string) =
-    let dir = temp ()
-    let missing = Path.Combine(dir, "none.npy")
+    use dir = new TempDir("cli")
+    let missing = Path.Combine(dir.Path, "none.npy")
 
     let args =
         [
@@ -173,7 +153,7 @@ let ``attend rejects a bad configuration with exit code 2 naming the option`` (o
             "--v"
             missing
             "--out"
-            Path.Combine(dir, "o.npy")
+            Path.Combine(dir.Path, "o.npy")
         ]
         @ List.ofArray (options.Split ' ')
 
@@ -184,8 +164,8 @@ let ``attend rejects a bad configuration with exit code 2 naming the option`` (o
 
 [<Fact>]
 let ``attend reports a missing or corrupt input file and leaves no output`` () =
-    let dir = temp ()
-    let path name = Path.Combine(dir, name)
+    use dir = new TempDir("cli")
+    let path name = Path.Combine(dir.Path, name)
     File.WriteAllText(path "bad.npy", "not an npy file")
 
     let args q =
@@ -216,8 +196,8 @@ let ``attend reports a missing or corrupt input file and leaves no output`` () =
 [<Fact>]
 let ``attend rejects inputs whose shapes differ`` () =
     Native.ensureLoaded () |> ignore
-    let dir = temp ()
-    let path name = Path.Combine(dir, $"{name}.npy")
+    use dir = new TempDir("cli")
+    let path name = Path.Combine(dir.Path, $"{name}.npy")
     Npy.writeTensor (path "q") (torch.randn (1L, 10L, 2L, 4L))
     Npy.writeTensor (path "k") (torch.randn (1L, 11L, 2L, 4L))
 
@@ -257,10 +237,51 @@ let ``every command answers --help with exit code 0`` () =
     Assert.Contains("attend", commands)
     Assert.Contains("plan", commands)
 
+    Assert.Equal(10, commands.Length) // attend … attention-demo and passkey-study
+
     for command in commands do
-        let code, text, _ = longnet [ command; "--help" ]
+        let code, text, err = longnet [ command; "--help" ]
         Assert.Equal(0, code)
         Assert.Contains($"longnet {command}", text)
+        Assert.Equal("", err)
+
+[<Fact>]
+let ``usage errors exit 2 and failures exit 1, with the message on stderr and nothing on stdout`` () =
+    let _, usage, _ = longnet [ "--help" ]
+    Assert.Contains("exit codes: 0 success, 2 bad input (message on stderr), 1 failure", usage)
+
+    for args in
+        [
+            [ "plan"; "--segments"; "8"; "--rates"; "1"; "--n"; "0"; "--heads"; "1" ]
+            [ "attend"; "--q" ]
+            [ "train"; "--stepz"; "3" ]
+            [ "bench"; "--n"; "abc" ]
+            [ "attention-demo"; "--n"; "-4" ]
+            [ "passkey"; "--checkpoint"; "c"; "--lengths"; "100"; "--depths"; "2" ]
+        ] do
+        let code, out, err = longnet args
+        Assert.Equal(2, code)
+        Assert.Equal("", out)
+        Assert.StartsWith("error: ", err)
+        Assert.Equal(1, err.Trim().Split('\n').Length)
+
+    use dir = new TempDir("cli")
+
+    let code, _, err =
+        longnet
+            [
+                "generate"
+                "--checkpoint"
+                dir.File "none.ckpt"
+                "--prompt"
+                "p"
+                "--max-new-tokens"
+                "3"
+            ]
+
+    Assert.Equal(1, code)
+    Assert.StartsWith("error: ", err)
+    Assert.Contains("none.ckpt", err)
 
 [<Fact>]
 let ``an unknown command or option gives exit code 2`` () =
@@ -293,8 +314,8 @@ let ``plan prints pairs and the diameter of the attention graph`` () =
 
 [<Fact>]
 let ``bench --dist uses the default geometric groups when --segments and --rates are omitted`` () =
-    let dir = temp ()
-    let json = Path.Combine(dir, "dist.json")
+    use dir = new TempDir("cli")
+    let json = dir.File "dist.json"
 
     let code, out, err =
         longnet

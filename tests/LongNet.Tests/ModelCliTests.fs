@@ -8,52 +8,18 @@ open System
 open System.IO
 open Xunit
 open LongNet.Cli
-
-/// Runs a command with stdout and stderr captured: (exit code, stdout, stderr).
-let private capture (run: string list -> int) (args: string list) =
-    let out, err = new StringWriter(), new StringWriter()
-    let oldOut, oldErr = Console.Out, Console.Error
-    Console.SetOut out
-    Console.SetError err
-
-    try
-        let code = run args
-        code, out.ToString(), err.ToString()
-    finally
-        Console.SetOut oldOut
-        Console.SetError oldErr
-
-let private temp () =
-    let dir = Path.Combine(Path.GetTempPath(), $"longnet-cli-{Guid.NewGuid():N}")
-    Directory.CreateDirectory dir |> ignore
-    dir
-
-let private oneLine (stderr: string) =
-    Assert.Equal(1, stderr.Trim().Split('\n').Length)
-    Assert.StartsWith("error: ", stderr)
+open LongNet.Tests.TestSupport
 
 [<Fact>]
 let ``train, resume, eval and generate work end to end on a tiny run`` () =
-    let dir = temp ()
-    let corpus = Path.Combine(dir, "corpus.txt")
-    File.WriteAllText(corpus, String.replicate 30 "The sky is blue. The grass is green. The sun is yellow.\n")
-    let out = Path.Combine(dir, "run")
+    use dir = new TempDir("cli")
 
-    let code, stdout, stderr =
-        capture
-            Train.run
-            [
-                "--corpus"
-                corpus
-                "--preset"
-                "tiny"
-                "--out"
-                out
-                "--steps"
-                "4"
-                "--seq-len"
-                "32"
-            ]
+    let corpus =
+        writeCorpus dir "The sky is blue. The grass is green. The sun is yellow."
+
+    let out = Path.Combine(dir.Path, "run")
+
+    let code, stdout, stderr = capture Train.run (tinyTrainArgs corpus out 4)
 
     Assert.True((code = 0), stderr)
     Assert.Contains("done at step 4", stdout)
@@ -67,7 +33,7 @@ let ``train, resume, eval and generate work end to end on a tiny run`` () =
     Assert.Contains("resuming", stdout)
     Assert.Equal(7, File.ReadAllLines(Path.Combine(out, "train_log.csv")).Length)
 
-    let json = Path.Combine(dir, "ppl.json")
+    let json = Path.Combine(dir.Path, "ppl.json")
 
     let code, stdout, stderr =
         capture
@@ -110,7 +76,7 @@ let ``a bad command line exits 2 with one line naming the option`` () =
         capture Train.run [ "--corpus"; "x"; "--preset"; "tiny"; "--out"; "y"; "--stepz"; "3" ]
 
     Assert.Equal(2, code)
-    oneLine stderr
+    assertOneErrorLine stderr
     Assert.Contains("--stepz", stderr)
 
     let code, _, stderr =
@@ -139,31 +105,31 @@ let ``a bad command line exits 2 with one line naming the option`` () =
 
 [<Fact>]
 let ``a missing corpus or checkpoint exits 1 with one line saying what to do`` () =
-    let dir = temp ()
+    use dir = new TempDir("cli")
 
     let code, _, stderr =
         capture
             Train.run
             [
                 "--corpus"
-                Path.Combine(dir, "none.txt")
+                Path.Combine(dir.Path, "none.txt")
                 "--preset"
                 "tiny"
                 "--out"
-                Path.Combine(dir, "run")
+                Path.Combine(dir.Path, "run")
             ]
 
     Assert.Equal(1, code)
-    oneLine stderr
+    assertOneErrorLine stderr
     Assert.Contains("does not exist", stderr)
-    Assert.False(Directory.Exists(Path.Combine(dir, "run")), "a failed run created its folder")
+    Assert.False(Directory.Exists(Path.Combine(dir.Path, "run")), "a failed run created its folder")
 
     let code, _, stderr =
         capture
             Generate.run
             [
                 "--checkpoint"
-                Path.Combine(dir, "none.ckpt")
+                Path.Combine(dir.Path, "none.ckpt")
                 "--prompt"
                 "p"
                 "--max-new-tokens"
@@ -171,41 +137,26 @@ let ``a missing corpus or checkpoint exits 1 with one line saying what to do`` (
             ]
 
     Assert.Equal(1, code)
-    oneLine stderr
+    assertOneErrorLine stderr
     Assert.Contains("longnet train", stderr)
 
-    let empty = Path.Combine(dir, "empty.txt")
+    let empty = Path.Combine(dir.Path, "empty.txt")
     File.WriteAllText(empty, "")
 
     let code, _, stderr =
-        capture Train.run [ "--corpus"; empty; "--preset"; "tiny"; "--out"; Path.Combine(dir, "r") ]
+        capture Train.run [ "--corpus"; empty; "--preset"; "tiny"; "--out"; Path.Combine(dir.Path, "r") ]
 
     Assert.Equal(1, code)
-    oneLine stderr
+    assertOneErrorLine stderr
     Assert.Contains("empty", stderr)
 
 [<Fact>]
 let ``an existing run is never overwritten and a mismatched resume is refused`` () =
-    let dir = temp ()
-    let corpus = Path.Combine(dir, "corpus.txt")
-    File.WriteAllText(corpus, String.replicate 30 "The sky is blue. The grass is green.\n")
-    let out = Path.Combine(dir, "run")
+    use dir = new TempDir("cli")
+    let corpus = writeCorpus dir "The sky is blue. The grass is green."
+    let out = Path.Combine(dir.Path, "run")
 
-    let code, _, stderr =
-        capture
-            Train.run
-            [
-                "--corpus"
-                corpus
-                "--preset"
-                "tiny"
-                "--out"
-                out
-                "--steps"
-                "2"
-                "--seq-len"
-                "32"
-            ]
+    let code, _, stderr = capture Train.run (tinyTrainArgs corpus out 2)
 
     Assert.True((code = 0), stderr)
     let checkpoint = Path.Combine(out, "checkpoint.ckpt")
@@ -233,19 +184,18 @@ let ``an existing run is never overwritten and a mismatched resume is refused`` 
             ]
 
     Assert.Equal(1, code)
-    oneLine stderr
+    assertOneErrorLine stderr
     Assert.Contains("model.embedDim", stderr)
     Assert.Equal<byte[]>(before, File.ReadAllBytes checkpoint)
 
 
 [<Fact>]
 let ``a prompt longer than the model allows exits 1 saying what to shorten`` () =
-    let dir = temp ()
-    let corpus = Path.Combine(dir, "corpus.txt")
-    File.WriteAllText(corpus, String.replicate 30 "The sky is blue. The grass is green.\n")
-    let config = Path.Combine(dir, "config.json")
+    use dir = new TempDir("cli")
+    let corpus = writeCorpus dir "The sky is blue. The grass is green."
+    let config = Path.Combine(dir.Path, "config.json")
     File.WriteAllText(config, """{ "preset": "tiny", "model": { "maxPositions": 100 }, "train": { "seqLen": 32 } }""")
-    let out = Path.Combine(dir, "run")
+    let out = Path.Combine(dir.Path, "run")
 
     let code, _, stderr =
         capture Train.run [ "--corpus"; corpus; "--config"; config; "--out"; out; "--steps"; "1" ]
@@ -265,5 +215,5 @@ let ``a prompt longer than the model allows exits 1 saying what to shorten`` () 
             ]
 
     Assert.Equal(1, code)
-    oneLine stderr
+    assertOneErrorLine stderr
     Assert.Contains("shorten the prompt", stderr)

@@ -12,26 +12,13 @@ open FsCheck.Xunit
 open TorchSharp
 open LongNet
 open LongNet.Npy
+open LongNet.Tests.TestSupport
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
 let private vectorsDir =
     Path.Combine(AppContext.BaseDirectory, "vectors", "dilated")
-
-/// A fresh folder under the system temp folder, removed on dispose.
-type private TempDir() =
-    let path = Path.Combine(Path.GetTempPath(), $"longnet-npy-{Guid.NewGuid():N}")
-    do Directory.CreateDirectory path |> ignore
-    member _.Path = path
-    member _.File(name: string) = Path.Combine(path, name)
-
-    interface IDisposable with
-        member _.Dispose() =
-            try
-                Directory.Delete(path, true)
-            with _ ->
-                ()
 
 let private bits64 (a: float[]) =
     a |> Array.map BitConverter.DoubleToInt64Bits
@@ -437,7 +424,7 @@ let ``malformed headers and versions are reported`` () =
 
 [<Fact>]
 let ``read names the file and the problem`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("npy")
     let path = dir.File "big.npy"
     File.WriteAllBytes(path, v1 "{'descr': '>f8', 'fortran_order': False, 'shape': (2, 3), }" sixDoubles)
     let e = Assert.Throws<InvalidDataException>(fun () -> read path |> ignore)
@@ -472,7 +459,7 @@ let ``serialize rejects a shape that disagrees with the data`` () =
 
 [<Fact>]
 let ``write then read round-trips and leaves no temporary file`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("npy")
     let path = dir.File "a.npy"
 
     let array =
@@ -501,7 +488,7 @@ let ``write then read round-trips and leaves no temporary file`` () =
 
 [<Fact>]
 let ``a write that fails to serialize leaves the existing file intact`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("npy")
     let path = dir.File "keep.npy"
 
     let original =
@@ -527,7 +514,7 @@ let ``a write that fails to serialize leaves the existing file intact`` () =
 
 [<Fact>]
 let ``writing into a missing folder raises an IOException naming the target`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("npy")
     let path = Path.Combine(dir.Path, "missing", "x.npy")
 
     let array =
@@ -542,7 +529,7 @@ let ``writing into a missing folder raises an IOException naming the target`` ()
 
 [<Fact>]
 let ``writing over a directory of the target's name raises and leaves it alone`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("npy")
     let path = dir.File "taken.npy"
     Directory.CreateDirectory path |> ignore
     File.WriteAllText(Path.Combine(path, "inside.txt"), "keep me")
@@ -588,7 +575,7 @@ let ``a random float32 tensor round-trips through npy bit for bit`` () = tensorR
 [<Fact>]
 let ``writeTensor then readTensor gives an identical tensor`` () =
     loaded.Force()
-    use dir = new TempDir()
+    use dir = new TempDir("npy")
     let path = dir.File "t.npy"
     use t = torch.randn ([| 3L; 4L |], dtype = torch.float64)
     writeTensor path t

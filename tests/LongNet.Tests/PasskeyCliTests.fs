@@ -8,51 +8,17 @@ open System.IO
 open System.Text.Json.Nodes
 open Xunit
 open LongNet.Cli
+open LongNet.Tests.TestSupport
 
-let private capture (run: string list -> int) (args: string list) =
-    let out, err = new StringWriter(), new StringWriter()
-    let oldOut, oldErr = Console.Out, Console.Error
-    Console.SetOut out
-    Console.SetError err
-
-    try
-        let code = run args
-        code, out.ToString(), err.ToString()
-    finally
-        Console.SetOut oldOut
-        Console.SetError oldErr
-
-let private trainTiny () =
-    let dir = Path.Combine(Path.GetTempPath(), $"longnet-passkey-{Guid.NewGuid():N}")
-    Directory.CreateDirectory dir |> ignore
-    let corpus = Path.Combine(dir, "corpus.txt")
-    File.WriteAllText(corpus, String.replicate 30 "The sky is blue. The grass is green. The pass key is 12345.\n")
-    let out = Path.Combine(dir, "run")
-
-    let code, _, stderr =
-        capture
-            Train.run
-            [
-                "--corpus"
-                corpus
-                "--preset"
-                "tiny"
-                "--out"
-                out
-                "--steps"
-                "2"
-                "--seq-len"
-                "32"
-            ]
-
-    Assert.True((code = 0), stderr)
-    dir, Path.Combine(out, "checkpoint.ckpt")
+let private passkeyCorpus =
+    "The sky is blue. The grass is green. The pass key is 12345."
 
 [<Fact>]
 let ``passkey prints a grid of accuracies and writes JSON and a heatmap`` () =
-    let dir, checkpoint = trainTiny ()
-    let json = Path.Combine(dir, "passkey.json")
-    let png = Path.Combine(dir, "passkey.png")
+    use dir = new TempDir("passkey")
+    let _, checkpoint = trainTiny dir passkeyCorpus 2
+    let json = Path.Combine(dir.Path, "passkey.json")
+    let png = Path.Combine(dir.Path, "passkey.png")
 
     let code, stdout, stderr =
         capture
@@ -91,7 +57,8 @@ let ``passkey exits 2 on a depth outside 0 to 1 and 1 on a length shorter than t
     Assert.Equal(2, code)
     Assert.Contains("--depths", stderr)
 
-    let _, checkpoint = trainTiny ()
+    use dir = new TempDir("passkey")
+    let _, checkpoint = trainTiny dir passkeyCorpus 2
 
     let code, _, stderr =
         capture Passkey.run [ "--checkpoint"; checkpoint; "--lengths"; "20"; "--trials"; "1" ]

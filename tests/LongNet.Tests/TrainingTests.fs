@@ -16,25 +16,12 @@ open LongNet
 open LongNet.Modules
 open LongNet.Text
 open LongNet.Training
+open LongNet.Tests.TestSupport
 
 let private init =
     lazy
         (Native.ensureLoaded () |> ignore
          torch.set_num_threads 1)
-
-/// A fresh folder, removed on dispose.
-type private TempDir() =
-    let path = Path.Combine(Path.GetTempPath(), $"longnet-training-{Guid.NewGuid():N}")
-    do Directory.CreateDirectory path |> ignore
-    member _.Path = path
-    member _.File(name: string) = Path.Combine(path, name)
-
-    interface IDisposable with
-        member _.Dispose() =
-            try
-                Directory.Delete(path, true)
-            with _ ->
-                ()
 
 let private text =
     String.replicate 40 "The river ran past the mill and under the old stone bridge. "
@@ -75,7 +62,7 @@ let private losses (session: TrainSession) (count: int) =
 
 let private resumeMatches (precision: Precision) =
     init.Force()
-    use dir = new TempDir()
+    use dir = new TempDir("training")
     let config = tinyRun precision
     let tokenizer = Tokenizer.byteLevel ()
 
@@ -110,7 +97,7 @@ let ``a resumed run gives the same losses as an uninterrupted one (bf16 with fp3
 [<Fact>]
 let ``a failed save leaves the previous checkpoint loadable and no temporary file`` () =
     init.Force()
-    use dir = new TempDir()
+    use dir = new TempDir("training")
     let path = dir.File "run.ckpt"
 
     use s =
@@ -122,7 +109,7 @@ let ``a failed save leaves the previous checkpoint loadable and no temporary fil
     let before = File.ReadAllBytes path
 
     let failing () =
-        Checkpoint.writeAtomically path (fun stream ->
+        AtomicFile.write path (fun stream ->
             stream.Write(Array.zeroCreate<byte> 1000, 0, 1000)
             raise (IOException "disk full"))
 
@@ -141,7 +128,7 @@ let ``a failed save leaves the previous checkpoint loadable and no temporary fil
 [<Fact>]
 let ``a truncated or altered checkpoint is reported as damaged`` () =
     init.Force()
-    use dir = new TempDir()
+    use dir = new TempDir("training")
     let path = dir.File "run.ckpt"
 
     use s =
@@ -169,7 +156,7 @@ let ``a missing checkpoint error says how to make one`` () =
 [<Fact>]
 let ``weights of a different model are refused, naming the weight`` () =
     init.Force()
-    use dir = new TempDir()
+    use dir = new TempDir("training")
 
     use s =
         TrainSession.Create(tinyRun Fp32, Tokenizer.byteLevel ())
@@ -391,7 +378,7 @@ let ``the byte-level tokenizer round-trips any text`` () =
 
 [<Fact>]
 let ``a BPE tokenizer from vocab.json and merges.txt encodes with merges and decodes back`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("training")
     File.WriteAllText(dir.File "vocab.json", """{"a":0,"b":1,"c":2,"ab":3,"abc":4}""")
     File.WriteAllText(dir.File "merges.txt", "#version: 0.2\na b\nab c\n")
 
@@ -414,7 +401,7 @@ let ``a missing BPE vocabulary is named in the error`` () =
 
 [<Fact>]
 let ``an empty or missing corpus is an error naming it`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("training")
     File.WriteAllText(dir.File "empty.txt", "")
     let t = Tokenizer.byteLevel ()
 
@@ -451,7 +438,7 @@ let ``the corpus holds out every 20th document, or the tail of a short text`` ()
 
 [<Fact>]
 let ``XML documentation becomes plain text members`` () =
-    use dir = new TempDir()
+    use dir = new TempDir("training")
 
     File.WriteAllText(
         dir.File "doc.xml",

@@ -165,12 +165,35 @@ type LongNetModel(config: ModelConfig) as this =
             else
                 normal block.FeedForward.OutputProjection residualStd
 
+    // Token ids: int64 in [0, V) (checked before the embedding, whose own error names no parameter).
+    let checkIds (tokens: torch.Tensor) =
+        if tokens.dtype <> torch.ScalarType.Int64 then
+            raise (ArgumentException($"tokens must be int64 token ids; got {tokens.dtype}.", "tokens"))
+
+        if tokens.NumberOfElements > 0L then
+            use scope = torch.NewDisposeScope()
+            let lowest = tokens.min().item<int64>()
+            let highest = tokens.max().item<int64>()
+
+            if lowest < 0L || highest >= int64 config.VocabSize then
+                raise (
+                    ArgumentException(
+                        $"tokens must be ids in [0, vocabSize = {config.VocabSize}); got ids from {lowest} to {highest}.",
+                        "tokens"
+                    )
+                )
+
     let checkTokens (tokens: torch.Tensor) (total: int64) =
+        if isNull (box tokens) then
+            raise (ArgumentNullException "tokens")
+
         if tokens.Dimensions <> 2L then
             raise (ArgumentException($"tokens must be 2-D [batch, seq]; got {tokens.Dimensions}-D.", "tokens"))
 
         if tokens.shape.[1] < 1L then
             raise (ArgumentException("tokens must hold at least one position.", "tokens"))
+
+        checkIds tokens
 
         if total > int64 config.MaxPositions then
             raise (
@@ -233,7 +256,7 @@ type LongNetModel(config: ModelConfig) as this =
     member m.HiddenAt
         (tokens: torch.Tensor, positions: int64[], scaling: ScalingMethod option, cache: KvCache option)
         : torch.Tensor =
-        checkTokens tokens tokens.shape.[1]
+        checkTokens tokens (if tokens.Dimensions = 2L then tokens.shape.[1] else 0L)
 
         if int64 positions.Length <> tokens.shape.[1] then
             invalidArg "positions" $"positions has {positions.Length} entries for {tokens.shape.[1]} tokens."
@@ -263,7 +286,13 @@ type LongNetModel(config: ModelConfig) as this =
     /// The transformer's output `[b, n, e]` after the final LayerNorm, at positions 0 … n−1 (the
     /// encoder's representation). When `cache` is given (decoder), it is reset to continue at position n.
     member m.Hidden(tokens: torch.Tensor, cache: KvCache option) : torch.Tensor =
-        m.HiddenAt(tokens, Array.init (int tokens.shape.[tokens.shape.Length - 1]) int64, None, cache)
+        let n =
+            if isNull (box tokens) || tokens.Dimensions = 0L then
+                0
+            else
+                int tokens.shape.[tokens.shape.Length - 1]
+
+        m.HiddenAt(tokens, Array.init n int64, None, cache)
 
     /// The transformer's output `[b, slice.Length, e]` after the final LayerNorm for this rank's slice
     /// `tokens` `[b, slice.Length]` of a sequence split over the ranks of `slice` (positions `slice.Start …`):
@@ -330,6 +359,13 @@ type LongNetModel(config: ModelConfig) as this =
         if cache.Layers <> config.Layers then
             invalidArg "cache" $"the cache has {cache.Layers} layers; the model has {config.Layers}."
 
+        if isNull (box tokens) then
+            raise (ArgumentNullException "tokens")
+
+        if tokens.Dimensions <> 1L || tokens.shape.[0] < 1L then
+            raise (ArgumentException($"tokens must be 1-D [batch ≥ 1]; got {tokens.Dimensions}-D.", "tokens"))
+
+        checkIds tokens
         let p = cache.Position
 
         if p >= int64 config.MaxPositions then

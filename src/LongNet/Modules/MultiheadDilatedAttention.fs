@@ -185,6 +185,36 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         | AttentionKind.SelectMerge o, Some _ when o.RenumberPositions -> None
         | _ -> positions.Tables
 
+    // Inputs `[b ≥ 1, n ≥ 1, e]` of the layer's dtype and device (checked before any projection).
+    let shapeText (t: torch.Tensor) = "[" + String.Join(", ", t.shape) + "]"
+
+    let checkInput (parameter: string) (x: torch.Tensor) =
+        if isNull (box x) then
+            raise (ArgumentNullException parameter)
+
+        if x.Dimensions <> 3L || x.shape.[0] < 1L || x.shape.[1] < 1L || x.shape.[2] <> e then
+            raise (
+                ArgumentException(
+                    $"{parameter} must be [batch ≥ 1, seq ≥ 1, embed = {e}]; got shape {shapeText x}.",
+                    parameter
+                )
+            )
+
+        let weight = query.weight
+
+        if x.dtype <> weight.dtype then
+            raise (
+                ArgumentException($"{parameter} must have the layer's dtype {weight.dtype}; got {x.dtype}.", parameter)
+            )
+
+        if x.device_type <> weight.device_type || x.device_index <> weight.device_index then
+            raise (
+                ArgumentException(
+                    $"{parameter} must be on the layer's device {weight.device}; got {x.device}.",
+                    parameter
+                )
+            )
+
     let splitHeads (x: torch.Tensor) =
         // [b, n, e] → [b, h, n, d]
         x.view(x.shape.[0], x.shape.[1], h, d).transpose(1L, 2L)
@@ -221,6 +251,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     /// given (dilated or dense only) it is reset to hold the keys and values that later decoding steps
     /// (positions ≥ n) need.
     member m.Forward(x: torch.Tensor, positions: PositionInputs, cache: LayerCache option) : torch.Tensor =
+        checkInput "x" x
         use scope = torch.NewDisposeScope()
         let n = x.shape.[1]
 
@@ -245,6 +276,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     /// the projections run locally, the dilated attention with the other ranks (`SequenceSlice.Attend`).
     /// Collective: every rank calls it, and its backward, in the same order.
     member _.ForwardSlice(x: torch.Tensor, tables: Rope.Tables option, slice: SequenceSlice) : torch.Tensor =
+        checkInput "x" x
         use scope = torch.NewDisposeScope()
 
         let q, k =
@@ -257,6 +289,19 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     /// Drop-in multi-head attention: `query`, `key`, `value` `[b, n, e]` (one length n) at positions
     /// 0 … n−1 → `[b, n, e]` (plain, unscaled position encoding).
     member m.Forward(queryInput: torch.Tensor, keyInput: torch.Tensor, valueInput: torch.Tensor) : torch.Tensor =
+        checkInput "query" queryInput
+
+        for name, t in [ "key", keyInput; "value", valueInput ] do
+            checkInput name t
+
+            if t.shape <> queryInput.shape then
+                raise (
+                    ArgumentException(
+                        $"{name} must have the query's shape {shapeText queryInput}; got {shapeText t}.",
+                        name
+                    )
+                )
+
         use scope = torch.NewDisposeScope()
         let n = queryInput.shape.[1]
         let positions = m.PlainPositions(int n, queryInput)
@@ -288,6 +333,11 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         if not m.SupportsCache then
             invalidOp "select-and-merge attention has no KV cache; decode by recomputing the full forward."
 
+        checkInput "x" x
+
+        if x.shape.[1] <> 1L then
+            raise (ArgumentException($"x must hold one position [batch, 1, embed]; got {x.shape.[1]}.", "x"))
+
         use scope = torch.NewDisposeScope()
         let p = cache.Next
 
@@ -302,5 +352,6 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
 
     /// Self-attention over `[b, n, e]` at positions 0 … n−1 (plain, unscaled position encoding).
     override m.forward(x: torch.Tensor) : torch.Tensor =
+        checkInput "x" x
         use scope = torch.NewDisposeScope()
         m.Forward(x, m.PlainPositions(int x.shape.[1], x), None).MoveToOuterDisposeScope()

@@ -67,33 +67,6 @@ module Checkpoint =
         | "int64" -> Some torch.ScalarType.Int64
         | _ -> None
 
-    /// Writes a file atomically: `write` fills a temporary file next to `path`, which is flushed to disk
-    /// and renamed over `path`. If `write` throws, the temporary file is deleted and `path` is untouched.
-    let writeAtomically (path: string) (write: Stream -> unit) : unit =
-        let full = Path.GetFullPath path
-        let folder = Path.GetDirectoryName full
-        Directory.CreateDirectory folder |> ignore
-
-        let temp =
-            Path.Combine(folder, $".{Path.GetFileName full}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp")
-
-        try
-            do
-                use stream =
-                    new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 <<< 20)
-
-                write stream
-                stream.Flush(true)
-
-            File.Move(temp, full, true)
-        with _ ->
-            try
-                File.Delete temp
-            with _ ->
-                ()
-
-            reraise ()
-
     let private tokenizerJson (spec: TokenizerSpec) =
         let o = JsonObject()
 
@@ -141,7 +114,9 @@ module Checkpoint =
             json.["tensors"] <- entries
             let headerBytes = Encoding.UTF8.GetBytes(json.ToJsonString())
 
-            writeAtomically path (fun stream ->
+            AtomicFile.ensureFolderOf path
+
+            AtomicFile.write path (fun stream ->
                 use hash = IncrementalHash.CreateHash HashAlgorithmName.SHA256
 
                 put hash stream (ReadOnlySpan magic)
