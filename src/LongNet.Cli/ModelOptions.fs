@@ -36,11 +36,34 @@ let help =
   --trained-length T  dynamic-ntk, yarn, crd-ntk: the trained context length (default: the sequence length)
   --crd-max-scale S   crd-ntk: the largest NTK scale of the schedule (default 16)
   --crd-cycle-steps C crd-ntk: steps per cycle of the growing scale ceiling (default 200)
-  --crd-min-length L  crd-ntk: the shortest randomly truncated sample (default: a quarter of T)"""
+  --crd-min-length L  crd-ntk: the shortest randomly truncated sample (default: a quarter of T, and
+                      for --task passkey at least the shortest passkey sample)"""
+
+/// The options that only select-and-merge attention reads.
+let private selectMergeOptions =
+    [
+        "--block-size"
+        "--top-k"
+        "--merge-factor"
+        "--no-sink"
+        "--original-positions"
+    ]
+
+let private given (p: Parsed) (name: string) = has p name || (optional p name).IsSome
+
+/// Raises UsageError naming the first of `names` given in `p`, which `reason` says does nothing.
+let private refuse (p: Parsed) (names: string list) (reason: string) =
+    match names |> List.tryFind (given p) with
+    | Some name -> raise (UsageError $"{name} {reason}")
+    | None -> ()
 
 /// The model configuration with the attention and scaling options of `p` applied; `seqLen` is the
-/// default trained length.
-let apply (p: Parsed) (seqLen: int) (model: ModelConfig) : ModelConfig =
+/// default trained length and `shortestSample` the shortest sample the task can train (1 for text,
+/// `Passkey.minimumSampleLength` for passkey samples): the CRD minimum length defaults to
+/// max(T/4, shortestSample), capped at T. Raises UsageError naming a flag that would do nothing here
+/// (a select-merge flag without select-merge attention, a scaling flag its `--scaling` does not read)
+/// or a `--crd-min-length` below `shortestSample`.
+let apply (p: Parsed) (seqLen: int) (shortestSample: int) (model: ModelConfig) : ModelConfig =
     let attention =
         let current =
             match model.Attention with
@@ -56,15 +79,37 @@ let apply (p: Parsed) (seqLen: int) (model: ModelConfig) : ModelConfig =
                 RenumberPositions = current.RenumberPositions && not (has p "--original-positions")
             }
 
-        match optional p "--attention" with
-        | None ->
-            match model.Attention with
-            | AttentionKind.SelectMerge _ -> AttentionKind.SelectMerge options
-            | other -> other
-        | Some "dilated" -> AttentionKind.Dilated
-        | Some "dense" -> AttentionKind.Dense
-        | Some "select-merge" -> AttentionKind.SelectMerge options
-        | Some other -> raise (UsageError $"--attention must be dilated, dense or select-merge, got '{other}'.")
+        let kind =
+            match optional p "--attention" with
+            | None ->
+                match model.Attention with
+                | AttentionKind.SelectMerge _ -> AttentionKind.SelectMerge options
+                | other -> other
+            | Some "dilated" -> AttentionKind.Dilated
+            | Some "dense" -> AttentionKind.Dense
+            | Some "select-merge" -> AttentionKind.SelectMerge options
+            | Some other -> raise (UsageError $"--attention must be dilated, dense or select-merge, got '{other}'.")
+
+        match kind with
+        | AttentionKind.SelectMerge _ -> ()
+        | _ -> refuse p selectMergeOptions "applies only to --attention select-merge."
+
+        kind
+
+    let scalingName = optional p "--scaling"
+    let crdOptions = [ "--crd-max-scale"; "--crd-cycle-steps"; "--crd-min-length" ]
+
+    match scalingName with
+    | Some("pi" | "ntk" | "yarn") -> ()
+    | _ -> refuse p [ "--scale" ] "applies only to --scaling pi, ntk or yarn."
+
+    match scalingName with
+    | Some("dynamic-ntk" | "yarn" | "crd-ntk") -> ()
+    | _ -> refuse p [ "--trained-length" ] "applies only to --scaling dynamic-ntk, yarn or crd-ntk."
+
+    match scalingName with
+    | Some "crd-ntk" -> ()
+    | _ -> refuse p crdOptions "applies only to --scaling crd-ntk."
 
     let scale =
         optional p "--scale"
@@ -104,8 +149,19 @@ let apply (p: Parsed) (seqLen: int) (model: ModelConfig) : ModelConfig =
                 raise (UsageError $"--crd-max-scale must be a number ≥ 1, got {maxScale}.")
 
             let minLength =
-                intOption p "--crd-min-length" 1L (int64 trained) (int64 (max 1 (trained / 4)))
+                intOption
+                    p
+                    "--crd-min-length"
+                    1L
+                    (int64 trained)
+                    (int64 (min trained (max (trained / 4) shortestSample)))
                 |> int
+
+            if given p "--crd-min-length" && minLength < shortestSample then
+                raise (
+                    UsageError
+                        $"--crd-min-length must be ≥ {shortestSample} (the shortest sample of this task), got {minLength}."
+                )
 
             CrdNtk
                 {

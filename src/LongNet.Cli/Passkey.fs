@@ -129,6 +129,50 @@ let evaluate
     with :? ArgumentException as e ->
         fail (firstLine e)
 
+/// `evaluate` with pass keys drawn from `rng` (shared across calls so that lengths evaluated one call at
+/// a time score the same prompts as one call over all of them).
+let evaluateFrom
+    (model: LongNetModel)
+    (tokenizer: ITokenizer)
+    (lengths: int list)
+    (depths: float list)
+    (trials: int)
+    (rng: Random)
+    : PasskeyCell list =
+    try
+        PasskeyEvaluation.evaluateFrom model tokenizer lengths depths trials rng ignore
+        |> orFail
+    with :? ArgumentException as e ->
+        fail (firstLine e)
+
+/// Passkey cells of a model of `config` with `weights` and the scaling `name` at s = max(1, length /
+/// trained) for each length (one scaled model per length), pass keys from `Random(seed)` in the same
+/// order as `evaluate`, so `--scaling none` scores the same prompts as the checkpoint's own scaling.
+let evaluateScaled
+    (config: ModelConfig)
+    (weights: Map<string, TorchSharp.torch.Tensor>)
+    (name: string)
+    (trained: int)
+    (tokenizer: ITokenizer)
+    (lengths: int list)
+    (depths: float list)
+    (trials: int)
+    (seed: int)
+    : PasskeyCell list =
+    let rng = Random(seed)
+
+    [
+        for length in lengths do
+            let config =
+                { config with
+                    PositionScaling = scalingFor name trained length
+                }
+
+            use scaled = new LongNetModel(config)
+            Checkpoint.loadWeights scaled weights |> orFail
+            yield! evaluateFrom scaled tokenizer [ length ] depths trials rng
+    ]
+
 /// Runs `longnet passkey`.
 let run (argv: string list) : int =
     Errors.guard "passkey" (fun () ->
@@ -160,6 +204,12 @@ let run (argv: string list) : int =
                 |> Option.map (Args.toInt "--seed" 0L (int64 Int32.MaxValue) >> int)
                 |> Option.defaultValue 1
 
+            if
+                (Args.optional p "--trained-length").IsSome
+                && (Args.optional p "--scaling").IsNone
+            then
+                raise (Args.UsageError "--trained-length applies only with --scaling (T of the scaling).")
+
             let model, tokenizer, header = Loading.loadModel checkpoint
             use model = model
 
@@ -173,18 +223,7 @@ let run (argv: string list) : int =
                 | Some name ->
                     // each length with the scaling at s = max(1, length / trained length), on the same weights
                     let weights = Checkpoint.weights model |> Map.ofList
-
-                    [
-                        for length in lengths do
-                            let config =
-                                { model.Config with
-                                    PositionScaling = scalingFor name trained length
-                                }
-
-                            use scaled = new LongNetModel(config)
-                            Checkpoint.loadWeights scaled weights |> orFail
-                            yield! evaluate scaled tokenizer [ length ] depths trials (seed + length)
-                    ]
+                    evaluateScaled model.Config weights name trained tokenizer lengths depths trials seed
 
             printfn "%s" (PasskeyEvaluation.table lengths depths cells)
 

@@ -91,7 +91,7 @@ let modelFor
             | other -> raise (UsageError $"--attentions takes dense, dilated and select-merge, got '{other}'.")
     }
 
-/// Trains one run in `outDir` (or reuses a finished checkpoint there) and returns its weights.
+/// Trains one run in `outDir` (deleting whatever the folder held first) and returns its weights.
 let private trainRun
     (outDir: string)
     (config: RunConfig)
@@ -316,17 +316,16 @@ let run (argv: string list) : int =
                             let weights = if fineTuned then crdWeights else baseWeights
 
                             let cells =
-                                [
-                                    for length in lengths do
-                                        let config =
-                                            { model with
-                                                PositionScaling = Passkey.scalingFor scaling trainLength length
-                                            }
-
-                                        use m = new LongNetModel(config)
-                                        Checkpoint.loadWeights m weights |> orFail
-                                        yield! Passkey.evaluate m tokenizer [ length ] depths trials (seed + length)
-                                ]
+                                Passkey.evaluateScaled
+                                    model
+                                    weights
+                                    scaling
+                                    trainLength
+                                    tokenizer
+                                    lengths
+                                    depths
+                                    trials
+                                    seed
 
                             let row =
                                 {

@@ -100,15 +100,21 @@ let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
         Args.optional p "--seed" |> Option.map (Args.toInt "--seed" 0L Int64.MaxValue)
 
     let seqLen = defaultArg seqLen c.Train.SeqLen
+    let task = defaultArg (taskFrom p) c.Train.Task
+
+    let shortestSample =
+        match task with
+        | PasskeySamples -> RunConfig.tokenizer c |> orFail |> Passkey.minimumSampleLength
+        | TextWindows -> 1
 
     { c with
-        Model = ModelOptions.apply p seqLen c.Model
+        Model = ModelOptions.apply p seqLen shortestSample c.Model
         Train =
             { c.Train with
                 Steps = defaultArg steps c.Train.Steps
                 SeqLen = seqLen
                 Seed = defaultArg seed c.Train.Seed
-                Task = defaultArg (taskFrom p) c.Train.Task
+                Task = task
             }
     }
 

@@ -32,7 +32,7 @@ type BenchCell =
         Gflops: float
         /// `Gflops` as a fraction of the GEMM rate.
         GemmFraction: float
-        /// Dense time / this time at the same N and mode (dilated cells with a dense cell only).
+        /// Dense time / this time at the same N and mode (dilated and select-merge cells with a dense cell only).
         SpeedupVsDense: float option
         /// Peak resident memory above the pre-cell baseline in MB (CPU on Linux only).
         PeakMb: float option

@@ -268,3 +268,146 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
     Assert.Contains("224 (2×)", table)
     Assert.True(File.Exists(Path.Combine(out, "heatmap-select-merge-crd-ntk.png")))
     Assert.True(File.Exists(Path.Combine(out, "runs", "dense-crd", "crd_log.csv")))
+
+[<Fact>]
+let ``the documented CRD fine-tune command trains passkey samples without --crd-min-length`` () =
+    let dir = temp ()
+    let out = Path.Combine(dir, "sm-crd")
+
+    // docs/casm.md's fine-tune line (without --init), with one step
+    let code, _, stderr =
+        capture
+            Train.run
+            [
+                "--task"
+                "passkey"
+                "--preset"
+                "tiny"
+                "--seq-len"
+                "256"
+                "--out"
+                out
+                "--attention"
+                "select-merge"
+                "--block-size"
+                "16"
+                "--top-k"
+                "4"
+                "--scaling"
+                "crd-ntk"
+                "--crd-max-scale"
+                "16"
+                "--steps"
+                "1"
+            ]
+
+    Assert.True((code = 0), stderr)
+    let config = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "config.json")))
+
+    let minimum =
+        LongNet.Text.Passkey.minimumSampleLength (LongNet.Text.Tokenizer.byteLevel ())
+
+    Assert.Equal(max 64 minimum, config.["model"].["positionScaling"].["crdMinLength"].GetValue<int>())
+
+[<Fact>]
+let ``a --crd-min-length below the shortest passkey sample exits 2 naming the flag`` () =
+    let dir = temp ()
+
+    let code, _, stderr =
+        capture
+            Train.run
+            [
+                "--task"
+                "passkey"
+                "--preset"
+                "tiny"
+                "--seq-len"
+                "256"
+                "--out"
+                Path.Combine(dir, "run")
+                "--scaling"
+                "crd-ntk"
+                "--crd-min-length"
+                "10"
+            ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--crd-min-length", stderr)
+
+[<Theory>]
+[<InlineData("--block-size 16", "--block-size")>]
+[<InlineData("--attention dense --no-sink", "--no-sink")>]
+[<InlineData("--attention dilated --original-positions", "--original-positions")>]
+[<InlineData("--scale 2", "--scale")>]
+[<InlineData("--scaling dynamic-ntk --scale 2", "--scale")>]
+[<InlineData("--scaling crd-ntk --scale 2", "--scale")>]
+[<InlineData("--trained-length 64", "--trained-length")>]
+[<InlineData("--scaling ntk --scale 2 --crd-max-scale 4", "--crd-max-scale")>]
+[<InlineData("--crd-cycle-steps 5", "--crd-cycle-steps")>]
+let ``train refuses a flag that would do nothing, exit 2 naming it`` (args: string, flag: string) =
+    let dir = temp ()
+
+    let code, _, stderr =
+        capture
+            Train.run
+            ([ "--task"; "passkey"; "--preset"; "tiny"; "--out"; Path.Combine(dir, "run") ]
+             @ List.ofArray (args.Split ' '))
+
+    Assert.Equal(2, code)
+    Assert.Contains(flag, stderr)
+    Assert.False(File.Exists(Path.Combine(dir, "run", "checkpoint.ckpt")))
+
+[<Fact>]
+let ``passkey --trained-length without --scaling exits 2 naming it`` () =
+    let code, _, stderr =
+        capture Passkey.run [ "--checkpoint"; "missing.ckpt"; "--lengths"; "128"; "--trained-length"; "64" ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--trained-length", stderr)
+
+/// The byte-level tokenizer, recording every text it encodes (the prompts, with their pass keys).
+type private Recording() =
+    let inner = LongNet.Text.Tokenizer.byteLevel ()
+    member val Texts = Collections.Generic.List<string>()
+
+    interface LongNet.Text.ITokenizer with
+        member _.Name = inner.Name
+        member _.VocabSize = inner.VocabSize
+        member _.EndOfText = inner.EndOfText
+
+        member t.Encode text =
+            t.Texts.Add text
+            inner.Encode text
+
+        member _.Decode ids = inner.Decode ids
+        member _.Spec = inner.Spec
+
+[<Fact>]
+let ``passkey --scaling none scores the same prompts and cells as the checkpoint's own scaling`` () =
+    LongNet.Native.ensureLoaded () |> ignore
+    TorchSharp.torch.manual_seed 3L |> ignore
+
+    let config =
+        { LongNet.Modules.ModelConfig.defaults with
+            EmbedDim = 16
+            Layers = 1
+            Heads = 2
+            FeedForwardDim = 24
+            SegmentLengths = [ 8 ]
+            DilationRates = [ 1 ]
+            VocabSize = 259
+        }
+
+    use model = new LongNet.Modules.LongNetModel(config)
+    model.eval ()
+    let weights = LongNet.Training.Checkpoint.weights model |> Map.ofList
+    let lengths, depths = [ 120; 160 ], [ 0.0; 1.0 ]
+    let own, scaled = Recording(), Recording()
+    let ownCells = Passkey.evaluate model own lengths depths 2 5
+
+    let scaledCells =
+        Passkey.evaluateScaled config weights "none" 120 scaled lengths depths 2 5
+
+    Assert.Equal<LongNet.Training.PasskeyCell list>(ownCells, scaledCells)
+    Assert.True(own.Texts.Count >= 8)
+    Assert.Equal<string seq>(own.Texts, scaled.Texts)

@@ -319,3 +319,94 @@ let ``passkey training samples have the asked length and end with the answer`` (
             |> ignore)
 
     Assert.Equal("length", e.ParamName)
+
+/// Logits `[1, n, V]` (float64) of a model of `config` with the weights of `source`, at `positions`.
+let private logitsAt (config: ModelConfig) (source: LongNetModel) (tokens: torch.Tensor) (positions: int64[]) =
+    use model = new LongNetModel(config)
+    model.``to`` (torch.ScalarType.Float64) |> ignore
+
+    Checkpoint.loadWeights model (Checkpoint.weights source |> Map.ofList)
+    |> Result.defaultWith failwith
+
+    model.eval ()
+    model.ForwardAt(tokens, positions, None)
+
+[<Fact>]
+let ``select-merge over every block at original positions equals dense attention, rotated once`` () =
+    init.Force()
+
+    let everyBlock =
+        AttentionKind.SelectMerge
+            {
+                BlockSize = 4
+                TopK = 8
+                MergeFactor = 1
+                Sink = true
+                RenumberPositions = false
+            }
+
+    for scaling in [ PlainRope; NtkAware 3.0 ] do
+        torch.manual_seed 7L |> ignore
+        use dense = new LongNetModel(tiny AttentionKind.Dense scaling)
+        dense.``to`` (torch.ScalarType.Float64) |> ignore
+        use tokens = torch.randint (0L, int64 dense.Config.VocabSize, [| 1L; 13L |])
+
+        // contiguous positions (the plain forward) and the gapped ones of a CRD draw
+        for positions in
+            [
+                Array.init 13 int64
+                Array.init 13 (fun i -> int64 (if i < 5 then 2 + i else 9 + i))
+            ] do
+            use expected = logitsAt (tiny AttentionKind.Dense scaling) dense tokens positions
+            use actual = logitsAt (tiny everyBlock scaling) dense tokens positions
+            use gap = (actual - expected).abs().max()
+            Assert.True(gap.item<float>() < 1e-9, $"{scaling} at {positions}: max |Δ| = {gap.item<float>()}")
+
+[<Fact>]
+let ``CRD with a trained length above seqLen is refused naming trainedLength`` () =
+    init.Force()
+
+    let config =
+        passkeyRun
+            (CrdNtk
+                { crdForPasskey with
+                    TrainedLength = 256
+                })
+            4L
+
+    match TrainSession.Create(config, Tokenizer.byteLevel ()) with
+    | Ok s ->
+        (s :> IDisposable).Dispose()
+        failwith "a CRD trained length of 256 with seqLen 128 was accepted"
+    | Error e -> Assert.StartsWith("model.positionScaling.trainedLength", e)
+
+[<Theory>]
+[<InlineData("-1,0,1,2")>]
+[<InlineData("0,2,2,3")>]
+[<InlineData("0,3,2,4")>]
+let ``HiddenAt rejects negative or non-ascending positions naming positions`` (text: string) =
+    init.Force()
+    use model = new LongNetModel(tiny AttentionKind.Dense PlainRope)
+    use tokens = torch.zeros ([| 1L; 4L |], dtype = torch.int64)
+    let positions = text.Split ',' |> Array.map int64
+
+    let e =
+        Assert.ThrowsAny<ArgumentException>(fun () -> model.HiddenAt(tokens, positions, None, None).Dispose())
+
+    Assert.Equal("positions", e.ParamName)
+
+[<Fact>]
+let ``HiddenAt with a KV cache needs positions 0 … n−1`` () =
+    init.Force()
+    use model = new LongNetModel(tiny AttentionKind.Dense PlainRope)
+    use tokens = torch.zeros ([| 1L; 4L |], dtype = torch.int64)
+    use cache = model.NewCache()
+
+    let e =
+        Assert.ThrowsAny<ArgumentException>(fun () ->
+            model.HiddenAt(tokens, [| 1L; 2L; 3L; 4L |], None, Some cache).Dispose())
+
+    Assert.Equal("positions", e.ParamName)
+    // the same tokens at 0 … n−1 fill the cache
+    use hidden = model.HiddenAt(tokens, [| 0L; 1L; 2L; 3L |], None, Some cache)
+    Assert.Equal(4L, cache.Position)

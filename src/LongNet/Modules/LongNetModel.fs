@@ -251,8 +251,9 @@ type LongNetModel(config: ModelConfig) as this =
     member _.SupportsKvCache = ModelConfig.supportsKvCache config
 
     /// The transformer's output `[b, n, e]` after the final LayerNorm for tokens at `positions` (n of
-    /// them, ascending) with the configured position scaling or `scaling` instead. When `cache` is
-    /// given (decoder with a KV cache), it is reset to continue at position n.
+    /// them, ≥ 0 and strictly ascending) with the configured position scaling or `scaling` instead. When
+    /// `cache` is given (decoder with a KV cache; positions must then be 0 … n−1), it is reset to continue
+    /// at position n. Raises ArgumentException naming `positions` otherwise.
     member m.HiddenAt
         (tokens: torch.Tensor, positions: int64[], scaling: ScalingMethod option, cache: KvCache option)
         : torch.Tensor =
@@ -260,6 +261,23 @@ type LongNetModel(config: ModelConfig) as this =
 
         if int64 positions.Length <> tokens.shape.[1] then
             invalidArg "positions" $"positions has {positions.Length} entries for {tokens.shape.[1]} tokens."
+
+        match positions |> Array.tryFindIndex (fun p -> p < 0L) with
+        | Some i -> invalidArg "positions" $"positions must be ≥ 0, got positions.[{i}] = {positions.[i]}."
+        | None -> ()
+
+        match Array.pairwise positions |> Array.tryFindIndex (fun (a, b) -> b <= a) with
+        | Some i ->
+            invalidArg
+                "positions"
+                $"positions must be strictly ascending, got positions.[{i}] = {positions.[i]} then {positions.[i + 1]}."
+        | None -> ()
+
+        if
+            cache.IsSome
+            && positions |> Array.mapi (fun i p -> p <> int64 i) |> Array.exists id
+        then
+            invalidArg "positions" "with a KV cache, positions must be 0 … n−1 (the cache continues at position n)."
 
         match cache with
         | Some c when c.Layers <> config.Layers ->
@@ -330,7 +348,7 @@ type LongNetModel(config: ModelConfig) as this =
         use scope = torch.NewDisposeScope()
         (project (m.Hidden(tokens, None))).MoveToOuterDisposeScope()
 
-    /// Logits `[b, n, V]` of `tokens` `[b, n]` placed at `positions` (n, ascending) with the configured
+    /// Logits `[b, n, V]` of `tokens` `[b, n]` placed at `positions` (n, ≥ 0, strictly ascending) with the configured
     /// scaling or `scaling` instead — how CRD NTK fine-tuning runs a sample at its drawn positions and scale.
     member m.ForwardAt(tokens: torch.Tensor, positions: int64[], scaling: ScalingMethod option) : torch.Tensor =
         use scope = torch.NewDisposeScope()

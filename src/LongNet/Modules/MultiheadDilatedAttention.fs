@@ -215,6 +215,13 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
                 )
             )
 
+    // The rotation select-merge applies itself: only at renumbered positions; at original positions q and
+    // k were already rotated by `rotates`' tables (at the true positions), so a second rotation is wrong.
+    let ownRotation (positions: PositionInputs) =
+        match settings.Attention with
+        | AttentionKind.SelectMerge o when o.RenumberPositions -> positions.Rotation
+        | _ -> None
+
     let splitHeads (x: torch.Tensor) =
         // [b, n, e] → [b, h, n, d]
         x.view(x.shape.[0], x.shape.[1], h, d).transpose(1L, 2L)
@@ -268,7 +275,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             c.Reset(first, k.narrow (2L, first, n - first), v.narrow (2L, first, n - first))
         | None -> ()
 
-        let attended = attend positions.Rotation q k v
+        let attended = attend (ownRotation positions) q k v
         (finish attended).MoveToOuterDisposeScope()
 
     /// Self-attention of this rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of
@@ -310,7 +317,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             Rope.apply (rotates positions) (splitHeads (query.forward queryInput)) (splitHeads (key.forward keyInput))
 
         let v = splitHeads (value.forward valueInput)
-        let attended = attend positions.Rotation q k v
+        let attended = attend (ownRotation positions) q k v
         (finish attended).MoveToOuterDisposeScope()
 
     /// The unscaled position inputs of positions 0 … n−1 in the dtype and device of `like`.

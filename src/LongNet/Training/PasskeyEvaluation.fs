@@ -31,23 +31,23 @@ module PasskeyEvaluation =
     /// The share of a cell's trials that matched.
     let accuracy (cell: PasskeyCell) : float = float cell.Correct / float cell.Trials
 
-    /// Runs the grid: for each length, each depth, `trials` prompts whose pass keys come from
-    /// `Random(seed)` in that order; `onCell` sees each cell as it completes. Raises
-    /// ArgumentOutOfRangeException naming `trials`, `depth` or `targetLength` (a length shorter than the
-    /// pass-key sentence and the question); generation errors are returned.
-    let evaluate
+    /// Runs the grid: for each length, each depth, `trials` prompts whose pass keys are drawn from `rng`
+    /// (one per trial) in that order; `onCell` sees each cell as it completes. Evaluating the lengths one
+    /// call at a time with one shared `rng` — each on its own scaled model — scores the same prompts as
+    /// one call over all lengths. Raises ArgumentOutOfRangeException naming `trials`, `depth` or
+    /// `targetLength` (a length shorter than the pass-key sentence and the question); generation errors
+    /// are returned.
+    let evaluateFrom
         (model: LongNetModel)
         (tokenizer: ITokenizer)
         (lengths: int list)
         (depths: float list)
         (trials: int)
-        (seed: int)
+        (rng: Random)
         (onCell: PasskeyCell -> unit)
         : Result<PasskeyCell list, string> =
         if trials < 1 then
             raise (ArgumentOutOfRangeException("trials", box trials, $"trials must be ≥ 1, got {trials}."))
-
-        let rng = Random(seed)
 
         let settings =
             {
@@ -95,6 +95,21 @@ module PasskeyEvaluation =
                     for d in depths -> l, d
             ]
             []
+
+    /// `evaluateFrom` with pass keys from `Random(seed)`. Runs the grid: for each length, each depth, `trials` prompts whose pass keys come from
+    /// `Random(seed)` in that order; `onCell` sees each cell as it completes. Raises
+    /// ArgumentOutOfRangeException naming `trials`, `depth` or `targetLength` (a length shorter than the
+    /// pass-key sentence and the question); generation errors are returned.
+    let evaluate
+        (model: LongNetModel)
+        (tokenizer: ITokenizer)
+        (lengths: int list)
+        (depths: float list)
+        (trials: int)
+        (seed: int)
+        (onCell: PasskeyCell -> unit)
+        : Result<PasskeyCell list, string> =
+        evaluateFrom model tokenizer lengths depths trials (Random(seed)) onCell
 
     /// The accuracy table: one row per depth, one column per length, percentages.
     let table (lengths: int list) (depths: float list) (cells: PasskeyCell list) : string =

@@ -110,6 +110,15 @@ type TrainSession
                 $"train.seqLen: {train.SeqLen} positions cannot be split over {comm.Size} ranks (each needs ≥ 1); use seqLen ≥ {comm.Size}."
         | _ -> Ok()
 
+    // CRD draws windows of up to trainedLength tokens; a window longer than seqLen cannot be trained
+    // (truncating it would train other lengths and positions than crd_log.csv reports).
+    static let checkCrdLength (model: ModelConfig) (train: TrainConfig) =
+        match model.PositionScaling with
+        | CrdNtk k when k.TrainedLength > train.SeqLen ->
+            Error
+                $"model.positionScaling.trainedLength: CRD draws windows of up to trainedLength = {k.TrainedLength} tokens, longer than train.seqLen = {train.SeqLen}; use trainedLength ≤ seqLen."
+        | _ -> Ok()
+
     /// Starts a run from scratch; the model's vocabulary size is set from the tokenizer.
     static member Create(config: RunConfig, tokenizer: ITokenizer) : Result<TrainSession, string> =
         TrainSession.Start(config, tokenizer, None)
@@ -139,7 +148,10 @@ type TrainSession
             Error
                 $"model.positionScaling.crdMinLength: passkey samples need crdMinLength ≥ {Passkey.minimumSampleLength tokenizer} tokens with this tokenizer, got {k.MinLength}."
         | Ok _, Ok train ->
-            match checkSplit split config.Model train with
+            match
+                checkCrdLength config.Model train
+                |> Result.bind (fun () -> checkSplit split config.Model train)
+            with
             | Error e -> Error e
             | Ok() ->
                 let model, optimizer = build config split
@@ -195,7 +207,10 @@ type TrainSession
                 Error
                     $"the checkpoint has already completed {header.Step} of {train.Steps} steps; pass a larger --steps to train further."
             else
-                match checkSplit split config.Model train with
+                match
+                    checkCrdLength config.Model train
+                    |> Result.bind (fun () -> checkSplit split config.Model train)
+                with
                 | Error e -> Error e
                 | Ok() ->
                     let model, optimizer = build config split
@@ -315,7 +330,7 @@ type TrainSession
                 draws
                 |> List.map (fun d ->
                     match d with
-                    | Some d -> min d.Length c.SeqLen
+                    | Some d -> d.Length // ≤ trainedLength ≤ seqLen (checked at the start)
                     | None -> c.SeqLen)
 
             let batches =
@@ -361,7 +376,7 @@ type TrainSession
                         use share = (float s.Length / float (width - 1L)).ToScalar()
                         (Evaluate.crossEntropy (model.ForwardSlice(part input, s)) (part target)).mul share
                     | None, Some d ->
-                        let positions = ScaledRope.crdPositions d |> Array.truncate (int width - 1)
+                        let positions = ScaledRope.crdPositions d
                         Evaluate.crossEntropy (model.ForwardAt(input, positions, Some(NtkAware d.Scale))) target
                     | None, None -> Evaluate.crossEntropy (model.forward input) target
 
