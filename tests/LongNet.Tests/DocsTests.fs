@@ -58,3 +58,31 @@ let ``every test named in brackets in the docs exists`` () =
         cited |> List.filter (fun (_, name) -> not (sources.Contains $"``{name}``"))
 
     Assert.True(missing.IsEmpty, sprintf "tests cited in the docs but not found: %A" missing)
+
+[<Fact>]
+let ``the CLI reference shows every command's current help text`` () =
+    let reference =
+        File.ReadAllText(Path.Combine(repositoryRoot (), "docs", "cli.md")).Replace("\r\n", "\n")
+
+    let code, usage, _ = TestSupport.longnet [ "--help" ]
+    Assert.Equal(0, code)
+    Assert.Contains(usage.Replace("\r\n", "\n").Trim(), reference)
+
+    let commands =
+        usage.Split('\n')
+        |> Array.skipWhile (fun l -> not (l.StartsWith "commands:"))
+        |> Array.skip 1
+        |> Array.takeWhile (fun l -> l.StartsWith "  ")
+        |> Array.map (fun l -> l.Trim().Split(' ').[0])
+
+    Assert.True(commands.Length >= 10, $"expected at least 10 commands, found {commands.Length}")
+
+    for command in commands do
+        let code, help, _ = TestSupport.longnet [ command; "--help" ]
+        Assert.Equal(0, code)
+        let help = help.Replace("\r\n", "\n").Trim()
+
+        Assert.True(
+            reference.Contains $"## `{command}`" && reference.Contains help,
+            $"docs/cli.md lacks the current `longnet {command} --help` text; regenerate it (see the page's header)"
+        )
