@@ -114,23 +114,8 @@ let scalingFor (name: string) (trained: int) (length: int) : ScalingMethod =
     | other -> raise (Args.UsageError $"--scaling must be none, pi, ntk, yarn, dynamic-ntk or crd-ntk, got '{other}'.")
 
 /// Passkey accuracy of `model` over lengths × depths, `trials` prompts per cell with pass keys drawn from
-/// `seed` (the library's evaluation; bad sizes and generation errors end the command with their message).
-let evaluate
-    (model: LongNetModel)
-    (tokenizer: ITokenizer)
-    (lengths: int list)
-    (depths: float list)
-    (trials: int)
-    (seed: int)
-    : PasskeyCell list =
-    try
-        PasskeyEvaluation.evaluate model tokenizer lengths depths trials seed ignore
-        |> orFail
-    with :? ArgumentException as e ->
-        fail (firstLine e)
-
-/// `evaluate` with pass keys drawn from `rng` (shared across calls so that lengths evaluated one call at
-/// a time score the same prompts as one call over all of them).
+/// `rng` (shared across calls so that lengths evaluated one call at a time score the same prompts as one
+/// call over all of them); bad sizes and generation errors end the command with their message.
 let evaluateFrom
     (model: LongNetModel)
     (tokenizer: ITokenizer)
@@ -147,7 +132,7 @@ let evaluateFrom
 
 /// Passkey cells of a model of `config` with `weights` and the scaling `name` at s = max(1, length /
 /// trained) for each length (one scaled model per length), pass keys from `Random(seed)` in the same
-/// order as `evaluate`, so `--scaling none` scores the same prompts as the checkpoint's own scaling.
+/// order as `evaluateFrom` with `Random(seed)`, so `--scaling none` scores the same prompts as the checkpoint's own scaling.
 let evaluateScaled
     (config: ModelConfig)
     (weights: Map<string, TorchSharp.torch.Tensor>)
@@ -219,7 +204,7 @@ let run (argv: string list) : int =
 
             let cells =
                 match Args.optional p "--scaling" with
-                | None -> evaluate model tokenizer lengths depths trials seed
+                | None -> evaluateFrom model tokenizer lengths depths trials (Random seed)
                 | Some name ->
                     // each length with the scaling at s = max(1, length / trained length), on the same weights
                     let weights = Checkpoint.weights model |> Map.ofList

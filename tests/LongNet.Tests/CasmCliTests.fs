@@ -403,7 +403,7 @@ let ``passkey --scaling none scores the same prompts and cells as the checkpoint
     let weights = LongNet.Training.Checkpoint.weights model |> Map.ofList
     let lengths, depths = [ 120; 160 ], [ 0.0; 1.0 ]
     let own, scaled = Recording(), Recording()
-    let ownCells = Passkey.evaluate model own lengths depths 2 5
+    let ownCells = Passkey.evaluateFrom model own lengths depths 2 (System.Random 5)
 
     let scaledCells =
         Passkey.evaluateScaled config weights "none" 120 scaled lengths depths 2 5
