@@ -10,28 +10,12 @@ open System.IO
 open System.Text.Json.Nodes
 open Xunit
 open LongNet.Cli
-
-let private capture (run: string list -> int) (args: string list) =
-    let out, err = new StringWriter(), new StringWriter()
-    let oldOut, oldErr = Console.Out, Console.Error
-    Console.SetOut out
-    Console.SetError err
-
-    try
-        let code = run args
-        code, out.ToString(), err.ToString()
-    finally
-        Console.SetOut oldOut
-        Console.SetError oldErr
-
-let private temp () =
-    let dir = Path.Combine(Path.GetTempPath(), $"longnet-casm-{Guid.NewGuid():N}")
-    Directory.CreateDirectory dir |> ignore
-    dir
+open LongNet.Tests.TestSupport
 
 [<Fact>]
 let ``train --task passkey with select-merge and CRD NTK logs its draws; passkey and generate use the checkpoint`` () =
-    let dir = temp ()
+    use tempDir = new TempDir("casm")
+    let dir = tempDir.Path
     let baseRun = Path.Combine(dir, "base")
 
     let common =
@@ -157,7 +141,8 @@ let ``train --task passkey with select-merge and CRD NTK logs its draws; passkey
 [<InlineData("--top-k", "-1")>]
 [<InlineData("--task", "qa")>]
 let ``train rejects a bad attention, scaling or task flag with exit 2 naming it`` (flag: string, value: string) =
-    let dir = temp ()
+    use tempDir = new TempDir("casm")
+    let dir = tempDir.Path
 
     let task = if flag = "--task" then [] else [ "--task"; "passkey" ]
 
@@ -170,7 +155,8 @@ let ``train rejects a bad attention, scaling or task flag with exit 2 naming it`
 
 [<Fact>]
 let ``bench --impls selectmerge adds a row with the pairs of the select-merge plan`` () =
-    let dir = temp ()
+    use tempDir = new TempDir("casm")
+    let dir = tempDir.Path
     let json = Path.Combine(dir, "bench.json")
 
     let code, stdout, stderr =
@@ -223,7 +209,8 @@ let ``bench --impls selectmerge adds a row with the pairs of the select-merge pl
 
 [<Fact>]
 let ``a miniature passkey study writes its results, table and heatmaps`` () =
-    let out = Path.Combine(temp (), "passkey")
+    use tempDir = new TempDir("casm")
+    let out = Path.Combine(tempDir.Path, "passkey")
 
     let code, _, stderr =
         capture
@@ -271,7 +258,8 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
 
 [<Fact>]
 let ``the documented CRD fine-tune command trains passkey samples without --crd-min-length`` () =
-    let dir = temp ()
+    use tempDir = new TempDir("casm")
+    let dir = tempDir.Path
     let out = Path.Combine(dir, "sm-crd")
 
     // docs/casm.md's fine-tune line (without --init), with one step
@@ -311,7 +299,8 @@ let ``the documented CRD fine-tune command trains passkey samples without --crd-
 
 [<Fact>]
 let ``a --crd-min-length below the shortest passkey sample exits 2 naming the flag`` () =
-    let dir = temp ()
+    use tempDir = new TempDir("casm")
+    let dir = tempDir.Path
 
     let code, _, stderr =
         capture
@@ -345,7 +334,8 @@ let ``a --crd-min-length below the shortest passkey sample exits 2 naming the fl
 [<InlineData("--scaling ntk --scale 2 --crd-max-scale 4", "--crd-max-scale")>]
 [<InlineData("--crd-cycle-steps 5", "--crd-cycle-steps")>]
 let ``train refuses a flag that would do nothing, exit 2 naming it`` (args: string, flag: string) =
-    let dir = temp ()
+    use tempDir = new TempDir("casm")
+    let dir = tempDir.Path
 
     let code, _, stderr =
         capture
