@@ -280,6 +280,20 @@ let expectNamed (allowed: string list) (e: exn) : unit =
     | :? ArgumentException as a when List.contains a.ParamName allowed && a.Message.Contains a.ParamName -> ()
     | _ -> failwith $"expected an ArgumentException naming one of {allowed}; got {e.GetType().Name}: {e.Message}"
 
+/// Runs `attempt`, which must raise an ArgumentException naming one of `allowed`; fails with `accepted`
+/// when it returns instead.
+let expectRefused (allowed: string list) (accepted: string) (attempt: unit -> unit) : unit =
+    let raised =
+        try
+            attempt ()
+            None
+        with e ->
+            Some e
+
+    match raised with
+    | None -> failwith accepted
+    | Some e -> expectNamed allowed e
+
 /// The largest |a − b| (as float64 on the CPU).
 let maxAbs (a: torch.Tensor) (b: torch.Tensor) : float =
     use scope = torch.NewDisposeScope()
@@ -415,15 +429,8 @@ let checkCore (device: torch.Device) (c: AttentionCase) : unit =
         if expectedInputError.IsEmpty then
             checkResult config c q k v run
         else
-            match
-                (try
-                    run q k v |> ignore
-                    None
-                 with e ->
-                     Some e)
-            with
-            | None -> failwith $"flawed inputs ({c.InputFlaw}) were accepted"
-            | Some e -> expectNamed expectedInputError e
+            expectRefused expectedInputError $"flawed inputs ({c.InputFlaw}) were accepted" (fun () ->
+                run q k v |> ignore)
 
 /// Runs one case through the C# facade (builder, then Forward) on the CPU and compares it with the core.
 let checkFacade (c: AttentionCase) : unit =
@@ -484,15 +491,8 @@ let checkFacade (c: AttentionCase) : unit =
             let config = DilatedConfig.createOrRaise ws rs c.Offsets c.Causal scale
             checkResult config c q k v (fun q k v -> attention.Forward(q, k, v))
         | expected ->
-            match
-                (try
-                    attention.Forward(q, k, v) |> ignore
-                    None
-                 with e ->
-                     Some e)
-            with
-            | None -> failwith $"the facade accepted flawed inputs ({c.InputFlaw})"
-            | Some e -> expectNamed expected e
+            expectRefused expected $"the facade accepted flawed inputs ({c.InputFlaw})" (fun () ->
+                attention.Forward(q, k, v) |> ignore)
 
 /// The attention fuzz properties: core on every device (the main count) and the C# facade (a quarter).
 let tests =
