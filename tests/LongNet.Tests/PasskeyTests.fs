@@ -111,3 +111,71 @@ let ``a pass key that is not digits is rejected naming passkey`` () =
         Assert.Throws<ArgumentException>(fun () -> Passkey.build bytes 1000 0.5 "12a45" |> ignore)
 
     Assert.Equal("passkey", e.ParamName)
+
+[<Property(MaxTest = 100)>]
+let ``a prompt at a filler phase keeps the frame and length, and its filler is the repeating text from that phase``
+    (extra: NonNegativeInt)
+    (depthSeed: NonNegativeInt)
+    (phaseSeed: NonNegativeInt)
+    =
+    let passkey = "40372"
+    let frame = Passkey.frameLength bytes passkey
+    let target = frame + extra.Get % 1000
+    let depth = float (depthSeed.Get % 1001) / 1000.0
+    let phase = phaseSeed.Get % 500
+    let p = Passkey.buildAtPhase bytes target depth passkey phase
+    let needle = Passkey.needle passkey
+
+    let cycle =
+        Passkey.fillerSentences |> Array.map (fun s -> s + " ") |> String.concat ""
+
+    let filler = p.Text.Remove(p.NeedleStart, needle.Length)
+    let filler = filler.Substring(0, filler.Length - Passkey.question.Length)
+
+    let expected =
+        String(Array.init filler.Length (fun i -> cycle.[(phase + i) % cycle.Length]))
+    // the needle starts the text, follows a sentence's ". ", or closes the filler
+    let atBoundary =
+        p.NeedleStart = 0
+        || p.Text.Substring(0, p.NeedleStart).EndsWith ". "
+        || p.NeedleStart = target - frame
+
+    p.Tokens.Length = target
+    && p.Text.EndsWith Passkey.question
+    && p.Text.IndexOf needle = p.NeedleStart
+    && filler = expected
+    && atBoundary
+
+[<Fact>]
+let ``phase 0 is the plain prompt`` () =
+    for depth in [ 0.0; 0.3; 0.5; 1.0 ] do
+        Assert.Equal<int[]>(
+            (Passkey.build bytes 700 depth "55555").Tokens,
+            (Passkey.buildAtPhase bytes 700 depth "55555" 0).Tokens
+        )
+
+[<Fact>]
+let ``training samples put the pass key at many different token positions`` () =
+    let rng = Random(11)
+    let needle = bytes.Encode "The pass key is "
+
+    let starts =
+        [
+            for _ in 1..200 do
+                let sample = Passkey.trainingSample bytes 256 rng
+
+                yield
+                    [ 0 .. sample.Length - needle.Length ]
+                    |> List.find (fun i -> sample.[i .. i + needle.Length - 1] = needle)
+        ]
+        |> List.distinct
+
+    // sentence-boundary snapping alone would allow about a dozen positions at this length
+    Assert.True(starts.Length >= 60, $"only {starts.Length} distinct pass-key positions in 200 samples")
+
+[<Fact>]
+let ``a negative phase is rejected naming phase`` () =
+    let e =
+        Assert.Throws<ArgumentOutOfRangeException>(fun () -> Passkey.buildAtPhase bytes 1000 0.5 "12345" -1 |> ignore)
+
+    Assert.Equal("phase", e.ParamName)

@@ -46,15 +46,26 @@ module Passkey =
     /// A random 5-digit pass key (10000 … 99999) from `rng`.
     let randomPasskey (rng: Random) : string = string (rng.Next(10000, 100000))
 
-    /// A prompt of exactly `targetLength` tokens with the pass-key sentence at the filler sentence boundary
+    /// A prompt of exactly `targetLength` tokens whose filler starts `phase` tokens into the repeating
+    /// filler text (0 = at its first sentence), with the pass-key sentence at the filler sentence boundary
     /// nearest below depth·(filler tokens) (0 = first, 1 = just before the question). The filler is cut at
-    /// the token where the budget ends. Raises ArgumentOutOfRangeException naming `depth` or `targetLength`.
-    let build (tokenizer: ITokenizer) (targetLength: int) (depth: float) (passkey: string) : PasskeyPrompt =
+    /// the token where the budget ends. Raises ArgumentOutOfRangeException naming `depth`, `targetLength`
+    /// or `phase`.
+    let buildAtPhase
+        (tokenizer: ITokenizer)
+        (targetLength: int)
+        (depth: float)
+        (passkey: string)
+        (phase: int)
+        : PasskeyPrompt =
         if String.IsNullOrEmpty passkey || not (passkey |> Seq.forall Char.IsAsciiDigit) then
             invalidArg "passkey" $"passkey must be a non-empty string of digits, got '{passkey}'."
 
         if not (depth >= 0.0 && depth <= 1.0) then
             raise (ArgumentOutOfRangeException("depth", box depth, $"depth must be in [0, 1], got {depth}."))
+
+        if phase < 0 then
+            raise (ArgumentOutOfRangeException("phase", box phase, $"phase must be ≥ 0, got {phase}."))
 
         let frame = frameLength tokenizer passkey
 
@@ -69,19 +80,27 @@ module Passkey =
 
         let budget = targetLength - frame
         let sentences = fillerSentences |> Array.map (fun s -> tokenizer.Encode(s + " "))
-        let filler = ResizeArray<int>()
-        let boundaries = ResizeArray<int>([ 0 ])
-        let mutable i = 0
+        let cycle = Array.concat sentences
+        // the cycle offsets where a sentence starts
+        let starts =
+            sentences
+            |> Array.scan (fun at s -> at + s.Length) 0
+            |> Array.truncate sentences.Length
+            |> set
 
-        while filler.Count < budget do
-            let s = sentences.[i % sentences.Length]
-            filler.AddRange(Array.truncate (budget - filler.Count) s)
-            boundaries.Add filler.Count
-            i <- i + 1
+        let filler = Array.init budget (fun k -> cycle.[(phase + k) % cycle.Length])
+
+        let boundaries =
+            [
+                yield 0
+                for k in 1 .. budget - 1 do
+                    if starts.Contains((phase + k) % cycle.Length) then
+                        yield k
+                yield budget
+            ]
 
         let wanted = int (Math.Floor(depth * float budget))
         let at = boundaries |> Seq.filter (fun b -> b <= wanted) |> Seq.max
-        let filler = filler.ToArray()
 
         let tokens =
             Array.concat
@@ -99,6 +118,12 @@ module Passkey =
             Depth = depth
             NeedleStart = at
         }
+
+    /// A prompt of exactly `targetLength` tokens with the pass-key sentence at the filler sentence boundary
+    /// nearest below depth·(filler tokens) (0 = first, 1 = just before the question). The filler is cut at
+    /// the token where the budget ends. Raises ArgumentOutOfRangeException naming `depth` or `targetLength`.
+    let build (tokenizer: ITokenizer) (targetLength: int) (depth: float) (passkey: string) : PasskeyPrompt =
+        buildAtPhase tokenizer targetLength depth passkey 0
 
     /// The digits a model generated: the first run of ASCII digits after optional whitespace ("" if none).
     let extractDigits (generated: string) : string =
@@ -118,7 +143,8 @@ module Passkey =
         frameLength tokenizer "00000" + (answer tokenizer "00000").Length
 
     /// A training sample of exactly `length` tokens: a prompt with a random 5-digit pass key at a random
-    /// depth (both from `rng`), followed by its answer — next-token training on it teaches retrieval.
+    /// depth, its filler starting at a random point of the filler text (all from `rng`, so the key lands
+    /// on many token positions), followed by its answer — next-token training on it teaches retrieval.
     /// Raises ArgumentOutOfRangeException naming `length` when it is below `minimumSampleLength`.
     let trainingSample (tokenizer: ITokenizer) (length: int) (rng: Random) : int[] =
         let minimum = minimumSampleLength tokenizer
@@ -135,5 +161,6 @@ module Passkey =
         let key = randomPasskey rng
         let depth = rng.NextDouble()
         let answer = answer tokenizer key
-        let prompt = build tokenizer (length - answer.Length) depth key
+        let phase = rng.Next(0, 1 <<< 20)
+        let prompt = buildAtPhase tokenizer (length - answer.Length) depth key phase
         Array.append prompt.Tokens answer
