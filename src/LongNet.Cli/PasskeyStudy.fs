@@ -110,7 +110,7 @@ let private trainRun
     Loading.writeConfig outDir session.Config
     printfn "training %s: %s, %d steps" outDir (ModelOptions.describe session.Config.Model) config.Train.Steps
 
-    let corpus = Train.passkeyCorpus tokenizer config.Train.SeqLen
+    let corpus = Passkey.corpus tokenizer config.Train.SeqLen
 
     let outcome =
         TrainLoop.run
