@@ -105,7 +105,7 @@ let private trainRun
     let tokenizer = RunConfig.tokenizer config |> orFail
     use session = TrainSession.Create(config, tokenizer) |> orFail
 
-    init |> Option.iter (fun w -> Checkpoint.loadWeights session.Model w |> orFail)
+    init |> Option.iter (fun w -> session.LoadWeights w |> orFail)
 
     Loading.writeConfig outDir session.Config
     printfn "training %s: %s, %d steps" outDir (ModelOptions.describe session.Config.Model) config.Train.Steps

@@ -256,7 +256,7 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
                 let loaded = Checkpoint.load path |> orFail
 
                 try
-                    match Checkpoint.loadWeights session.Model loaded.Tensors with
+                    match session.LoadWeights loaded.Tensors with
                     | Ok() ->
                         if leader then
                             printfn "starting from the weights of %s" path
