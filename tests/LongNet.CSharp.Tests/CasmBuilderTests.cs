@@ -6,20 +6,25 @@ using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
 using FsAttentionKind = global::LongNet.Modules.AttentionKind;
+using FsCheckpoint = global::LongNet.Training.Checkpoint;
 using FsCrdSchedule = global::LongNet.Modules.CrdSchedule;
 using FsModel = global::LongNet.Modules.LongNetModel;
 using FsModelConfig = global::LongNet.Modules.ModelConfig;
 using FsModelConfigModule = global::LongNet.Modules.ModelConfigModule;
+using FsPasskey = global::LongNet.Text.Passkey;
+using FsRunConfig = global::LongNet.Training.RunConfig;
 using FsScalingMethod = global::LongNet.Modules.ScalingMethod;
 using FsSelectMergeOptions = global::LongNet.Modules.SelectMergeOptions;
+using FsTokenizer = global::LongNet.Text.Tokenizer;
+using FsTrainSession = global::LongNet.Training.TrainSession;
 using FsYarnSettings = global::LongNet.Modules.YarnSettings;
 
 namespace LongNet.CSharp.Tests;
 
 /// <summary>
-/// The seed-001 (CASM) options through the builders: dense and select-and-merge attention and the RoPE
-/// position scalings reach the F# core exactly, compute what it computes for the same seed, and bad
-/// values are refused naming the C# parameter.
+/// The seed-001 (CASM) options through the builders: dense and select-and-merge attention, the RoPE
+/// position scalings and the passkey training task reach the F# core exactly, compute what it computes
+/// for the same seed, and bad values are refused naming the C# parameter.
 /// </summary>
 public sealed class CasmBuilderTests : IDisposable
 {
@@ -197,5 +202,103 @@ public sealed class CasmBuilderTests : IDisposable
         // A scaling rescales RoPE: with xPos or no positions Build refuses it, naming position.
         Throws<ArgumentException>("position", () => b.NtkAwareScaling(2).Position(PositionEncoding.XPos).Build());
         Throws<ArgumentException>("position", () => b.Position(PositionEncoding.None).DynamicNtkScaling(64).Build());
+    }
+
+    private static TrainerBuilder PasskeyRun(int sequenceLength) =>
+        Trainer.Create()
+            .Model(LongNetModel.Create().Preset(Preset.Tiny).Embedding(16).Heads(2).FeedForward(24).Segments(16, 32).Rates(1, 2))
+            .PasskeySamples()
+            .Steps(3).SequenceLength(sequenceLength).BatchSize(2).WarmupSteps(1).LearningRate(3e-3).EvaluationTokens(2 * sequenceLength).Seed(6);
+
+    private static int ShortestPasskeySample => FsPasskey.minimumSampleLength(FsTokenizer.byteLevel());
+
+    [Fact]
+    public void A_passkey_run_through_the_TrainerBuilder_trains_with_finite_losses_like_the_FSharp_session()
+    {
+        var length = ShortestPasskeySample + 4;
+        var builder = PasskeyRun(length);
+        var trainer = builder.Build();
+        Assert.Equal(TrainingTask.PasskeySamples, trainer.Task);
+        using var result = trainer.Train();
+
+        Assert.Equal(3, result.Losses.Count);
+        Assert.All(result.Losses, l => Assert.True(double.IsFinite(l), $"loss {l}"));
+        Assert.True(result.ValidationLoss is { } v && double.IsFinite(v));
+
+        var run = new FsRunConfig(builder.Current.Model.ToFSharp(), builder.Current.Train, global::LongNet.Training.TokenizerChoice.ByteTokens);
+        Assert.True(run.Train.Task.IsPasskeySamples);
+        using var session = FsTrainSession.Create(run, FsTokenizer.byteLevel()).ResultValue;
+        var expected = Enumerable.Range(0, 3).Select(_ => session.TrainStep([]).ResultValue.Loss).ToArray();
+        Assert.Equal(expected, result.Losses);
+        Assert.Equal(session.ValidationLoss(FsPasskey.corpus(session.Tokenizer, length).Validation).ResultValue, result.ValidationLoss);
+    }
+
+    [Fact]
+    public void A_passkey_run_with_select_merge_attention_and_CRD_NTK_trains()
+    {
+        var length = ShortestPasskeySample + 8;
+        var model = LongNetModel.Create().Preset(Preset.Tiny).Embedding(16).Heads(2).FeedForward(24)
+            .SelectMergeAttention(blockSize: 16, topK: 2).CrdNtkScaling(1, 4, 10, length, ShortestPasskeySample);
+        using var result = PasskeyRun(length).Model(model).Steps(2).Build().Train();
+        Assert.Equal(2, result.Losses.Count);
+        Assert.All(result.Losses, l => Assert.True(double.IsFinite(l), $"loss {l}"));
+        Assert.True(result.Model.Inner.Config.Attention.IsSelectMerge);
+    }
+
+    [Fact]
+    public void The_task_follows_the_last_choice_and_is_checked_before_training()
+    {
+        var passkey = PasskeyRun(ShortestPasskeySample);
+        Assert.Equal(TrainingTask.TextWindows, passkey.CorpusText("The mill.").Build().Task);
+        Assert.Equal(TrainingTask.PasskeySamples, passkey.CorpusText("The mill.").PasskeySamples().Build().Task);
+        Assert.Equal(TrainingTask.PasskeySamples, passkey.Preset(Preset.Tiny).SequenceLength(ShortestPasskeySample).Build().Task);
+        Assert.Throws<InvalidOperationException>(() => Trainer.Create().Build());
+
+        // Too short for one passkey sample: refused by Build, naming the C# parameter.
+        Throws<ArgumentException>("sequenceLength", () => passkey.SequenceLength(ShortestPasskeySample - 1).Build());
+        Assert.Contains(ShortestPasskeySample.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Assert.Throws<ArgumentException>(() => passkey.SequenceLength(ShortestPasskeySample - 1).Build()).Message, StringComparison.Ordinal);
+
+        // A CRD window longer than the sequences is the core's refusal when training starts.
+        var crd = passkey.Model(LongNetModel.Create().Preset(Preset.Tiny).CrdNtkScaling(1, 4, 10, ShortestPasskeySample + 1, ShortestPasskeySample));
+        Assert.Contains("trainedLength", Assert.Throws<InvalidOperationException>(() => crd.Build().Train()).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Initial_weights_start_a_run_from_a_checkpoint()
+    {
+        var text = string.Concat(Enumerable.Repeat("The river ran past the mill and under the old stone bridge. ", 30));
+        var model = LongNetModel.Create().Preset(Preset.Tiny).Embedding(16).Heads(2).FeedForward(24).Segments(8, 16).Rates(1, 2);
+        TrainerBuilder Run() => Trainer.Create().Model(model).CorpusText(text).Steps(2).SequenceLength(24).BatchSize(2).EvaluationTokens(64);
+
+        var source = Path.Combine(folder, "source");
+        using var first = Run().Seed(11).CheckpointDirectory(source).Build().Train();
+        var checkpoint = first.CheckpointPath!;
+
+        var tune = Run().Seed(4).InitialWeights(checkpoint);
+        Assert.Equal(checkpoint, tune.Build().InitialWeightsPath);
+        using var tuned = tune.Build().Train();
+        using var fresh = Run().Seed(4).Build().Train();
+        Assert.NotEqual(fresh.Losses, tuned.Losses);
+
+        // The same as the F# session given the checkpoint's weights before its first step.
+        var run = new FsRunConfig(tune.Current.Model.ToFSharp(), tune.Current.Train, global::LongNet.Training.TokenizerChoice.ByteTokens);
+        var bytes = FsTokenizer.byteLevel();
+        using var session = FsTrainSession.Create(run, bytes).ResultValue;
+        var loaded = FsCheckpoint.load(checkpoint).ResultValue;
+        Assert.True(session.LoadWeights(loaded.Tensors).IsOk);
+        foreach (var t in loaded.Tensors)
+        {
+            t.Value.Dispose();
+        }
+
+        var tokens = bytes.Encode(text);
+        var train = tokens[..(tokens.Length - (int)Math.Ceiling(tokens.Length * 0.1))];
+        Assert.Equal(Enumerable.Range(0, 2).Select(_ => session.TrainStep(train).ResultValue.Loss), tuned.Losses);
+
+        Throws<ArgumentException>("checkpointPath", () => Run().InitialWeights(""));
+        Assert.Throws<FileNotFoundException>(() => Run().InitialWeights(Path.Combine(folder, "missing.ckpt")).Build().Train());
+        Assert.Throws<InvalidOperationException>(() => Run().Model(model.Embedding(32)).InitialWeights(checkpoint).Build().Train());
+        Assert.Throws<InvalidOperationException>(() => Run().InitialWeights(checkpoint).CheckpointDirectory(source).Resume().Build());
     }
 }
