@@ -90,6 +90,16 @@ public enum TrainingPrecision
     BFloat16 = 1,
 }
 
+/// <summary>Where a <see cref="Trainer"/>'s training sequences come from.</summary>
+public enum TrainingTask
+{
+    /// <summary>Random windows of a text corpus: language modelling. The default.</summary>
+    TextWindows = 0,
+
+    /// <summary>Freshly generated passkey prompts followed by their answers: retrieval practice; no corpus needed.</summary>
+    PasskeySamples = 1,
+}
+
 /// <summary>What a benchmark cell times.</summary>
 public enum BenchmarkMode
 {

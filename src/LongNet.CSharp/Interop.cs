@@ -46,8 +46,9 @@ internal static class Interop
 
     /// <summary>
     /// The C# parameter a core configuration error is about: the core names some parameters after its
-    /// own arguments (<c>dilationRates</c>, <c>dilationRate</c>, <c>segmentLength</c>); the builder's are
-    /// <c>segmentLengths</c> and <c>rates</c>.
+    /// own arguments or JSON fields (<c>dilationRates</c>, <c>dilationRate</c>, <c>segmentLength</c>,
+    /// <c>positionScaling.scale</c>, <c>selectMerge.blockSize</c>…); the builders' are <c>segmentLengths</c>,
+    /// <c>rates</c>, <c>scale</c>, <c>blockSize</c>…
     /// </summary>
     internal static string ParameterName(string coreParameter) =>
         coreParameter switch
@@ -59,6 +60,19 @@ internal static class Interop
             "seqLen" => "sequenceLength",
             "gradClip" => "gradientClip",
             "evalTokens" => "evaluationTokens",
+            "positionScaling.method" => "position",
+            "positionScaling.scale" => "scale",
+            "positionScaling.trainedLength" => "trainedLength",
+            "positionScaling.yarnAlpha" => "alpha",
+            "positionScaling.yarnBeta" => "beta",
+            "positionScaling.crdMinScale" => "minScale",
+            "positionScaling.crdMaxScale" => "maxScale",
+            "positionScaling.crdCycleSteps" => "cycleSteps",
+            "positionScaling.crdMinLength" => "minLength",
+            "selectMerge.blockSize" => "blockSize",
+            "selectMerge.topK" => "topK",
+            "selectMerge.mergeFactor" => "mergeFactor",
+            "selectMerge.renumberPositions" => "renumberPositions",
             _ => coreParameter,
         };
 

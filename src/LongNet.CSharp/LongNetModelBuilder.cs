@@ -3,17 +3,24 @@ using System.Collections.Generic;
 using System.Linq;
 using TorchSharp;
 using FsArchitecture = global::LongNet.Modules.Architecture;
+using FsAttentionKind = global::LongNet.Modules.AttentionKind;
+using FsCrdSchedule = global::LongNet.Modules.CrdSchedule;
 using FsFeedForwardKind = global::LongNet.Modules.FeedForwardKind;
 using FsModel = global::LongNet.Modules.LongNetModel;
 using FsModelConfig = global::LongNet.Modules.ModelConfig;
 using FsModelConfigModule = global::LongNet.Modules.ModelConfigModule;
+using FsScalingMethod = global::LongNet.Modules.ScalingMethod;
+using FsSelectMergeConfigModule = global::LongNet.Casm.SelectMergeConfigModule;
+using FsSelectMergeOptions = global::LongNet.Modules.SelectMergeOptions;
+using FsYarnSettings = global::LongNet.Modules.YarnSettings;
 
 namespace LongNet.CSharp;
 
 /// <summary>
 /// Builds a <see cref="LongNetModel"/>, a LongNet language model: start with <see cref="LongNetModel.Create"/>
 /// (the core's defaults: a byte-level causal decoder, e = 256, 4 layers, 8 heads, SwiGLU 688, groups
-/// (64,1) (128,2) (256,4), RoPE), change what you need, end with <see cref="Build"/>.
+/// (64,1) (128,2) (256,4), RoPE, dilated attention, unscaled positions), change what you need, end with
+/// <see cref="Build"/>.
 /// </summary>
 /// <remarks>
 /// Immutable: every method returns a new builder. Each method checks its own argument at once
@@ -26,6 +33,13 @@ namespace LongNet.CSharp;
 ///     .Vocabulary(256).Embedding(64).Layers(2).Heads(4).FeedForward(128)
 ///     .Segments(16, 32).Rates(1, 2).Causal()
 ///     .Seed(1)
+///     .Build();
+///
+/// // CASM select-and-merge attention with YaRN positions, for four times the trained length:
+/// using var casm = LongNetModel.Create()
+///     .Vocabulary(256).Embedding(64).Layers(2).Heads(4).FeedForward(128)
+///     .SelectMergeAttention(blockSize: 32, topK: 4)
+///     .YarnScaling(scale: 4, trainedLength: 256)
 ///     .Build();
 /// </code>
 /// </remarks>
@@ -61,6 +75,8 @@ public sealed class LongNetModelBuilder
             c.TiedEmbeddings,
             c.LayerNormEpsilon,
             c.MaxPositions,
+            c.Attention,
+            c.PositionScaling,
             tokenizer,
             null);
     }
@@ -182,6 +198,128 @@ public sealed class LongNetModelBuilder
     public LongNetModelBuilder XPosScaleBase(double xposScaleBase) =>
         new(settings with { XPosScaleBase = Checks.Above(xposScaleBase, 0.0, nameof(xposScaleBase)) });
 
+    /// <summary>LongNet dilated attention over the groups of <see cref="Segments"/> and <see cref="Rates"/> in every block (the default).</summary>
+    /// <returns>A builder with dilated attention.</returns>
+    public LongNetModelBuilder DilatedAttention() => new(settings with { Attention = FsAttentionKind.Dilated });
+
+    /// <summary>Full softmax attention over the whole sequence in every block (the segments and rates are kept but unused).</summary>
+    /// <returns>A builder with dense attention.</returns>
+    public LongNetModelBuilder DenseAttention() => new(settings with { Attention = FsAttentionKind.Dense });
+
+    /// <summary>
+    /// CASM select-and-merge attention in every block: the sequence is cut into blocks, each group of
+    /// <paramref name="mergeFactor"/> query blocks keeps its own blocks, the <paramref name="topK"/> most relevant
+    /// earlier key blocks and optionally block 0, and attends to them merged (no KV cache: generation recomputes).
+    /// </summary>
+    /// <param name="blockSize">Positions per block, ≥ 1.</param>
+    /// <param name="topK">Key blocks each query group selects besides its own (and the sink), ≥ 0.</param>
+    /// <param name="mergeFactor">Adjacent query blocks sharing one selection, ≥ 1.</param>
+    /// <param name="sink">Whether key block 0 is always kept (an attention sink).</param>
+    /// <param name="renumberPositions">
+    /// Whether RoPE rotates queries and keys at positions renumbered 0 … len−1 over the merged sequence
+    /// (true) or at their original positions; renumbering needs <see cref="PositionEncoding.Rope"/> or <see cref="PositionEncoding.None"/> (checked by <see cref="Build"/>).
+    /// </param>
+    /// <returns>A builder with select-and-merge attention.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="blockSize"/> is &lt; 1, <paramref name="topK"/> is &lt; 0, or <paramref name="mergeFactor"/> is &lt; 1.</exception>
+    public LongNetModelBuilder SelectMergeAttention(int blockSize = 64, int topK = 4, int mergeFactor = 1, bool sink = true, bool renumberPositions = true)
+    {
+        // The core's own check (SelectMergeConfig.validate) throws naming these parameters.
+        var c = FsSelectMergeConfigModule.create(blockSize, topK, mergeFactor, sink, true, renumberPositions);
+        var options = new FsSelectMergeOptions(c.BlockSize, c.TopK, c.MergeFactor, c.Sink, c.RenumberPositions);
+        return new(settings with { Attention = FsAttentionKind.NewSelectMerge(options) });
+    }
+
+    /// <summary>Plain RoPE frequencies, no rescaling for longer contexts (the default).</summary>
+    /// <returns>A builder without position scaling.</returns>
+    public LongNetModelBuilder NoPositionScaling() => new(settings with { Scaling = FsScalingMethod.PlainRope });
+
+    /// <summary>Linear position interpolation (PI): RoPE positions p become p / <paramref name="scale"/>. RoPE only (checked by <see cref="Build"/>).</summary>
+    /// <param name="scale">The context extension factor, finite and ≥ 1.</param>
+    /// <returns>A builder with this scaling.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="scale"/> is not a finite number ≥ 1.</exception>
+    public LongNetModelBuilder InterpolationScaling(double scale) =>
+        WithScaling(FsScalingMethod.NewInterpolation(scale), ("positionScaling.scale", nameof(scale), scale));
+
+    /// <summary>NTK-aware scaling: the RoPE base θ becomes θ·s^(d/(d−2)), keeping the highest frequency. RoPE only (checked by <see cref="Build"/>).</summary>
+    /// <param name="scale">The context extension factor s, finite and ≥ 1.</param>
+    /// <returns>A builder with this scaling.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="scale"/> is not a finite number ≥ 1.</exception>
+    public LongNetModelBuilder NtkAwareScaling(double scale) =>
+        WithScaling(FsScalingMethod.NewNtkAware(scale), ("positionScaling.scale", nameof(scale), scale));
+
+    /// <summary>Dynamic NTK: NTK-aware scaling with s = max(1, L / <paramref name="trainedLength"/>) for the current length L. RoPE only (checked by <see cref="Build"/>).</summary>
+    /// <param name="trainedLength">The context length the model was trained on, ≥ 1.</param>
+    /// <returns>A builder with this scaling.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="trainedLength"/> is &lt; 1.</exception>
+    public LongNetModelBuilder DynamicNtkScaling(int trainedLength) =>
+        WithScaling(FsScalingMethod.NewDynamicNtk(trainedLength), ("positionScaling.trainedLength", nameof(trainedLength), trainedLength));
+
+    /// <summary>YaRN: per frequency a ramp between interpolation and keeping it, plus an attention temperature. RoPE only (checked by <see cref="Build"/>).</summary>
+    /// <param name="scale">The context extension factor s, finite and ≥ 1.</param>
+    /// <param name="trainedLength">The trained context length T, ≥ 1.</param>
+    /// <param name="alpha">Below α rotations over T a frequency is fully interpolated (paper: 1), finite and ≥ 0.</param>
+    /// <param name="beta">Above β rotations over T a frequency is kept as it is (paper: 32), finite and &gt; α.</param>
+    /// <returns>A builder with this scaling.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">A parameter is outside its range, or <paramref name="beta"/> ≤ <paramref name="alpha"/>.</exception>
+    public LongNetModelBuilder YarnScaling(double scale, int trainedLength, double alpha = 1.0, double beta = 32.0)
+    {
+        var alphaFits = alpha >= 0.0 && double.IsFinite(alpha);
+        return WithScaling(
+            FsScalingMethod.NewYarn(new FsYarnSettings(scale, trainedLength, alpha, beta)),
+            ("positionScaling.scale", nameof(scale), scale),
+            ("positionScaling.trainedLength", nameof(trainedLength), trainedLength),
+            ("positionScaling.yarnBeta", alphaFits ? nameof(beta) : nameof(alpha), alphaFits ? beta : alpha));
+    }
+
+    /// <summary>
+    /// CRD NTK: in training, NTK-aware scaling with a scale, window length and position gap drawn per
+    /// micro-batch from a schedule whose scale ceiling grows over each cycle; at inference, dynamic NTK over
+    /// <paramref name="trainedLength"/>. RoPE only (checked by <see cref="Build"/>).
+    /// </summary>
+    /// <param name="minScale">The smallest scale drawn, finite and ≥ 1.</param>
+    /// <param name="maxScale">The scale ceiling at the end of a cycle, finite and ≥ <paramref name="minScale"/>.</param>
+    /// <param name="cycleSteps">Training steps per cycle, ≥ 1.</param>
+    /// <param name="trainedLength">The longest training window T, ≥ 1 (at most the trainer's sequence length).</param>
+    /// <param name="minLength">The shortest training window, in [1, <paramref name="trainedLength"/>].</param>
+    /// <returns>A builder with this scaling.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">A parameter is outside its range.</exception>
+    public LongNetModelBuilder CrdNtkScaling(double minScale, double maxScale, int cycleSteps, int trainedLength, int minLength) =>
+        WithScaling(
+            FsScalingMethod.NewCrdNtk(new FsCrdSchedule(minScale, maxScale, cycleSteps, trainedLength, minLength)),
+            ("positionScaling.crdMinScale", nameof(minScale), minScale),
+            ("positionScaling.crdMaxScale", nameof(maxScale), maxScale),
+            ("positionScaling.crdCycleSteps", nameof(cycleSteps), cycleSteps),
+            ("positionScaling.trainedLength", nameof(trainedLength), trainedLength),
+            ("positionScaling.crdMinLength", nameof(minLength), minLength));
+
+    /// <summary>A builder with this position scaling, checked by the core's own rule (ModelConfig.validateScaling), so the messages are the core's.</summary>
+    /// <param name="method">The scaling.</param>
+    /// <param name="fields">For each field of the core's error, the C# parameter it names and that parameter's value.</param>
+    private LongNetModelBuilder WithScaling(FsScalingMethod method, params (string Field, string Parameter, object Value)[] fields)
+    {
+        var d = FsModelConfigModule.defaults;
+        var probe = new FsModelConfig(
+            d.VocabSize, d.EmbedDim, d.Layers, d.Heads, d.FeedForwardDim, d.FeedForward, d.SegmentLengths, d.DilationRates, d.Offsets,
+            d.Architecture, d.Position, d.Attention, method, d.SubLayerNorm, d.Dropout, d.Bias, d.TiedEmbeddings, d.LayerNormEpsilon,
+            d.MaxPositions);
+        var result = FsModelConfigModule.validateScaling(probe);
+        if (result.IsError)
+        {
+            var error = result.ErrorValue;
+            foreach (var (field, parameter, value) in fields)
+            {
+                if (field == error.Parameter)
+                {
+                    throw new ArgumentOutOfRangeException(parameter, value, error.Message);
+                }
+            }
+
+            throw Interop.ToException(error);
+        }
+
+        return new(settings with { Scaling = method });
+    }
+
     /// <summary>Magneto's sub-LN in attention and feed-forward, with its initialisation gain (default off).</summary>
     /// <param name="subLayerNorm">True to use sub-LN.</param>
     /// <returns>A builder with this setting.</returns>
@@ -229,7 +367,8 @@ public sealed class LongNetModelBuilder
     /// <exception cref="ArgumentException">
     /// A setting conflicts with another: rates and segments differ in count (parameter <c>rates</c>), the head count does not
     /// divide the embedding width (<c>heads</c>), a rotary scheme meets an odd head width (<c>position</c>),
-    /// xPos overflows at <c>maxPositions</c>.
+    /// xPos overflows at <c>maxPositions</c>, a position scaling meets a scheme other than RoPE (<c>position</c>),
+    /// select-and-merge renumbers xPos positions (<c>renumberPositions</c>).
     /// </exception>
     /// <exception cref="ArgumentOutOfRangeException">A rate exceeds its segment length (parameter <c>rates</c>).</exception>
     public LongNetModel Build()
@@ -247,8 +386,12 @@ public sealed class LongNetModelBuilder
     /// <summary>The checked core configuration this builder describes.</summary>
     internal FsModelConfig ToFSharp()
     {
-        // The groups first, through the attention builder, so they fail exactly as DilatedAttention's do.
-        _ = DilatedAttention.Create().Segments(settings.SegmentLengths).Rates(settings.Rates).Causal(settings.Causal).HeadOffsets(settings.Offsets).Build();
+        // The groups first, through the attention builder, so they fail exactly as DilatedAttention's do
+        // (dense attention does not use them, and the core does not check them then).
+        if (!settings.Attention.IsDense)
+        {
+            _ = CSharp.DilatedAttention.Create().Segments(settings.SegmentLengths).Rates(settings.Rates).Causal(settings.Causal).HeadOffsets(settings.Offsets).Build();
+        }
 
         var config = new FsModelConfig(
             settings.VocabularySize,
@@ -262,8 +405,8 @@ public sealed class LongNetModelBuilder
             Interop.ToFSharp(settings.Offsets),
             settings.Causal ? FsArchitecture.Decoder : FsArchitecture.Encoder,
             Interop.ToFSharp(settings.Position, settings.RopeBase, settings.XPosScaleBase),
-            global::LongNet.Modules.AttentionKind.Dilated,
-            global::LongNet.Modules.ScalingMethod.PlainRope,
+            settings.Attention,
+            settings.Scaling,
             settings.SubLayerNorm,
             settings.Dropout,
             settings.Bias,
@@ -302,6 +445,8 @@ public sealed class LongNetModelBuilder
         bool TiedEmbeddings,
         double LayerNormEpsilon,
         int MaxPositions,
+        FsAttentionKind Attention,
+        FsScalingMethod Scaling,
         Tokenizer? Tokenizer,
         long? Seed);
 }

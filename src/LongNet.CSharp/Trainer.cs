@@ -7,6 +7,7 @@ using Microsoft.FSharp.Core;
 using FsCheckpoint = global::LongNet.Training.Checkpoint;
 using FsCorpus = global::LongNet.Text.Corpus;
 using FsCorpusModule = global::LongNet.Text.CorpusModule;
+using FsPasskey = global::LongNet.Text.Passkey;
 using FsRunConfig = global::LongNet.Training.RunConfig;
 using FsRunConfigModule = global::LongNet.Training.RunConfigModule;
 using FsTokenizerChoice = global::LongNet.Training.TokenizerChoice;
@@ -15,8 +16,8 @@ using FsTrainSession = global::LongNet.Training.TrainSession;
 namespace LongNet.CSharp;
 
 /// <summary>
-/// Trains a LongNet language model on a corpus: seeded initialisation, random windows of the training
-/// tokens, AdamW with linear warm-up and cosine decay, gradient clipping, atomic checkpoints and exact
+/// Trains a LongNet language model on a corpus (or on generated passkey samples): seeded initialisation
+/// (or a checkpoint's weights), random windows of the training tokens, AdamW with linear warm-up and cosine decay, gradient clipping, atomic checkpoints and exact
 /// resumption. Build one with <see cref="Create"/>; <see cref="Train"/> runs it.
 /// </summary>
 /// <remarks>Immutable and holds no native memory; each <see cref="Train"/> call is a run of its own.</remarks>
@@ -51,6 +52,12 @@ public sealed class Trainer
     /// <summary>The seed of initialisation, batches and dropout.</summary>
     public long Seed => settings.Train.Seed;
 
+    /// <summary>Where the training sequences come from: windows of the corpus or generated passkey samples.</summary>
+    public TrainingTask Task => settings.Train.Task.IsPasskeySamples ? TrainingTask.PasskeySamples : TrainingTask.TextWindows;
+
+    /// <summary>The checkpoint whose weights a new run starts from, or null for freshly initialised weights.</summary>
+    public string? InitialWeightsPath => settings.InitialWeights;
+
     /// <summary>The checkpoint file, or null without a checkpoint folder.</summary>
     public string? CheckpointPath => settings.CheckpointDirectory is { } d ? Path.Combine(d, CheckpointFileName) : null;
 
@@ -64,12 +71,13 @@ public sealed class Trainer
     /// </summary>
     /// <param name="cancellationToken">Stops the run after the current step; the checkpoint is still saved.</param>
     /// <returns>The losses and the trained model; dispose the result to free the model.</returns>
-    /// <exception cref="FileNotFoundException">The corpus, or the checkpoint to resume, does not exist.</exception>
-    /// <exception cref="InvalidDataException">The corpus holds no text, or the checkpoint is damaged.</exception>
+    /// <exception cref="FileNotFoundException">The corpus, the checkpoint to resume or the initial weights do not exist.</exception>
+    /// <exception cref="InvalidDataException">The corpus holds no text, or a checkpoint is damaged.</exception>
     /// <exception cref="InvalidOperationException">
     /// A checkpoint exists but <see cref="TrainerBuilder.Resume"/> was not asked for; the settings differ from
-    /// the checkpoint's; the stored run is already complete; the corpus is shorter than one sequence; or
-    /// the loss became NaN (lower the learning rate) — the last good checkpoint is kept.
+    /// the checkpoint's; the initial weights do not fit the model; the stored run is already complete; the
+    /// corpus is shorter than one sequence; the core refuses the run (e.g. a CRD trained length longer
+    /// than the sequences); or the loss became NaN (lower the learning rate) — the last good checkpoint is kept.
     /// </exception>
     public TrainingResult Train(CancellationToken cancellationToken = default)
     {
@@ -85,8 +93,10 @@ public sealed class Trainer
             Directory.CreateDirectory(settings.CheckpointDirectory!);
         }
 
-        using var session = settings.Resume ? ResumeSession(run, checkpoint!) : StartSession(run, tokenizer, checkpoint);
-        var corpus = LoadCorpus(session.Tokenizer);
+        using var session = settings.Resume ? ResumeSession(run, checkpoint!) : StartSession(run, tokenizer, checkpoint, settings.InitialWeights);
+        var corpus = session.Config.Train.Task.IsPasskeySamples
+            ? FsPasskey.corpus(session.Tokenizer, session.Config.Train.SeqLen)
+            : LoadCorpus(session.Tokenizer);
         var startStep = session.Step;
         var steps = new List<TrainingProgress>();
         var every = session.Config.Train.CheckpointEvery;
@@ -125,7 +135,7 @@ public sealed class Trainer
         return new TrainingResult(model, steps.AsReadOnly(), startStep, total, finalValidation, !session.Finished, checkpoint);
     }
 
-    private static FsTrainSession StartSession(FsRunConfig run, Tokenizer tokenizer, string? checkpoint)
+    private static FsTrainSession StartSession(FsRunConfig run, Tokenizer tokenizer, string? checkpoint, string? initialWeights)
     {
         if (checkpoint is not null && File.Exists(checkpoint))
         {
@@ -133,8 +143,54 @@ public sealed class Trainer
                 $"'{checkpoint}' already holds a run; call Resume() to continue it, or choose another CheckpointDirectory.");
         }
 
+        if (initialWeights is not null && !File.Exists(initialWeights))
+        {
+            throw new FileNotFoundException($"the initial weights '{initialWeights}' do not exist; give a checkpoint file.", initialWeights);
+        }
+
         var created = FsTrainSession.Create(run, tokenizer.Inner);
-        return created.IsError ? throw new InvalidOperationException(created.ErrorValue) : created.ResultValue;
+        var session = created.IsError ? throw new InvalidOperationException(created.ErrorValue) : created.ResultValue;
+        if (initialWeights is not null)
+        {
+            try
+            {
+                LoadWeights(session, initialWeights);
+            }
+            catch
+            {
+                ((IDisposable)session).Dispose();
+                throw;
+            }
+        }
+
+        return session;
+    }
+
+    /// <summary>Copies a checkpoint's weights into a new session's model, as <c>longnet train --init</c> does.</summary>
+    private static void LoadWeights(FsTrainSession session, string path)
+    {
+        var loaded = FsCheckpoint.load(path);
+        if (loaded.IsError)
+        {
+            throw new InvalidDataException(loaded.ErrorValue);
+        }
+
+        try
+        {
+            var copied = session.LoadWeights(loaded.ResultValue.Tensors);
+            if (copied.IsError)
+            {
+                throw new InvalidOperationException(
+                    $"the initial weights '{path}' do not fit this model ({copied.ErrorValue}); give a checkpoint of a model with the same shape.");
+            }
+        }
+        finally
+        {
+            foreach (var tensor in loaded.ResultValue.Tensors)
+            {
+                tensor.Value.Dispose();
+            }
+        }
     }
 
     private FsTrainSession ResumeSession(FsRunConfig run, string checkpoint)

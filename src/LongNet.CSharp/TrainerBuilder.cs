@@ -1,14 +1,17 @@
 using System;
 using System.IO;
+using FsPasskey = global::LongNet.Text.Passkey;
 using FsPrecision = global::LongNet.Training.Precision;
 using FsTrainConfig = global::LongNet.Training.TrainConfig;
+using FsTrainTask = global::LongNet.Training.TrainTask;
 
 namespace LongNet.CSharp;
 
 /// <summary>
 /// Builds a <see cref="Trainer"/>: start with <see cref="Trainer.Create"/> (the <see cref="CSharp.Preset.Tiny"/>
 /// preset's model and training settings, byte-level tokens), name the text with <see cref="CorpusText"/>,
-/// <see cref="CorpusFile"/> or <see cref="DefaultCorpus"/>, change what you need, end with <see cref="Build"/>.
+/// <see cref="CorpusFile"/> or <see cref="DefaultCorpus"/> (or train on generated passkey samples with
+/// <see cref="PasskeySamples"/>), change what you need, end with <see cref="Build"/>.
 /// </summary>
 /// <remarks>
 /// Immutable: every method returns a new builder. Each method checks its own argument at once
@@ -24,6 +27,13 @@ namespace LongNet.CSharp;
 ///     .OnProgress(p => Console.WriteLine($"step {p.Step}: loss {p.Loss:F3}"))
 ///     .Build();
 /// using var result = trainer.Train();
+///
+/// // Fine-tune that model on passkey retrieval with CRD NTK positions (no corpus needed):
+/// var finetune = Trainer.Create()
+///     .Model(LongNetModel.Create().Preset(Preset.Tiny).Embedding(48).CrdNtkScaling(1, 4, 50, 128, 112))
+///     .PasskeySamples().InitialWeights("run/checkpoint.ckpt")
+///     .Steps(100).SequenceLength(128).BatchSize(4)
+///     .Build();
 /// </code>
 /// </remarks>
 public sealed class TrainerBuilder
@@ -41,17 +51,17 @@ public sealed class TrainerBuilder
     {
         var run = Interop.PresetRun(preset);
         var modelBuilder = new LongNetModelBuilder(LongNetModelBuilder.FromFSharp(run.Model, null));
-        return new Settings(modelBuilder, run.Train, null, null, null, null, false);
+        return new Settings(modelBuilder, run.Train, null, null, null, null, false, null);
     }
 
-    /// <summary>Starts from a preset's model and training settings (keeping the corpus, tokenizer, checkpoint and progress settings).</summary>
+    /// <summary>Starts from a preset's model and training settings (keeping the corpus or passkey task, tokenizer, checkpoint, initial weights and progress settings).</summary>
     /// <param name="preset">Tiny, Demo or Small.</param>
     /// <returns>A builder with the preset's settings.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="preset"/> is not a defined value.</exception>
     public TrainerBuilder Preset(Preset preset)
     {
         var basis = FromPreset(Checks.Defined(preset, nameof(preset)));
-        return new(settings with { Model = basis.Model, Train = basis.Train });
+        return new(settings with { Model = basis.Model, Train = Train(basis.Train, task: settings.Train.Task) });
     }
 
     /// <summary>The model to train, described by a model builder (its seed is not used: the trainer seeds initialisation with <see cref="Seed"/>; its vocabulary comes from the tokenizer).</summary>
@@ -86,7 +96,7 @@ public sealed class TrainerBuilder
             throw new ArgumentException("text must not be empty.", nameof(text));
         }
 
-        return new(settings with { Corpus = new CorpusSource(text, null, null) });
+        return new(settings with { Corpus = new CorpusSource(text, null, null), Train = Train(settings.Train, task: FsTrainTask.TextWindows) });
     }
 
     /// <summary>Trains on a UTF-8 text file, or on every text file under a folder (one document per file; every 20th held out for validation when there are 20 or more).</summary>
@@ -94,14 +104,38 @@ public sealed class TrainerBuilder
     /// <returns>A builder with this corpus.</returns>
     /// <exception cref="ArgumentException"><paramref name="path"/> is null or empty.</exception>
     public TrainerBuilder CorpusFile(string path) =>
-        new(settings with { Corpus = new CorpusSource(null, Checks.NotBlank(path, nameof(path)), null) });
+        new(settings with
+        {
+            Corpus = new CorpusSource(null, Checks.NotBlank(path, nameof(path)), null),
+            Train = Train(settings.Train, task: FsTrainTask.TextWindows),
+        });
 
     /// <summary>Trains on the default corpus: the documentation text of the newest .NET reference pack installed (else text bundled with LongNet).</summary>
     /// <param name="maxCharacters">About how many characters to read, ≥ 1000.</param>
     /// <returns>A builder with this corpus.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxCharacters"/> is &lt; 1000.</exception>
     public TrainerBuilder DefaultCorpus(long maxCharacters = 4_000_000) =>
-        new(settings with { Corpus = new CorpusSource(null, null, Checks.AtLeast(maxCharacters, 1000L, nameof(maxCharacters))) });
+        new(settings with
+        {
+            Corpus = new CorpusSource(null, null, Checks.AtLeast(maxCharacters, 1000L, nameof(maxCharacters))),
+            Train = Train(settings.Train, task: FsTrainTask.TextWindows),
+        });
+
+    /// <summary>
+    /// Trains on freshly generated passkey samples instead of a corpus (replacing one named before): each
+    /// sequence is filler text with a random 5-digit pass key at a random depth, the question, and the answer.
+    /// The validation loss is measured on 32 fixed samples; sequences need at least the length of the
+    /// shortest sample (103 byte-level tokens; checked by <see cref="Build"/>).
+    /// </summary>
+    /// <returns>A builder with the passkey task.</returns>
+    public TrainerBuilder PasskeySamples() => new(settings with { Corpus = null, Train = Train(settings.Train, task: FsTrainTask.PasskeySamples) });
+
+    /// <summary>Starts a new run from the weights of a checkpoint (fine-tuning, as <c>longnet train --init</c>) instead of fresh ones; the model must have the same shape.</summary>
+    /// <param name="checkpointPath">A checkpoint file written by a <see cref="Trainer"/> or <c>longnet train</c> (read when training starts).</param>
+    /// <returns>A builder starting from these weights.</returns>
+    /// <exception cref="ArgumentException"><paramref name="checkpointPath"/> is null or empty.</exception>
+    public TrainerBuilder InitialWeights(string checkpointPath) =>
+        new(settings with { InitialWeights = Checks.NotBlank(checkpointPath, nameof(checkpointPath)) });
 
     /// <summary>The run's total optimizer steps (when resuming, may extend or shorten the stored run).</summary>
     /// <param name="steps">The count, ≥ 1.</param>
@@ -227,18 +261,31 @@ public sealed class TrainerBuilder
 
     /// <summary>Checks the whole configuration and returns the trainer (nothing is read or trained yet).</summary>
     /// <returns>The <see cref="Trainer"/>.</returns>
-    /// <exception cref="InvalidOperationException">No corpus was given, or <see cref="Resume"/> without <see cref="CheckpointDirectory"/>.</exception>
-    /// <exception cref="ArgumentException">The model's settings conflict (see <see cref="LongNetModelBuilder.Build"/>), or it is an encoder (parameter <c>model</c>).</exception>
+    /// <exception cref="InvalidOperationException">
+    /// No corpus was given (and no <see cref="PasskeySamples"/>), <see cref="Resume"/> without <see cref="CheckpointDirectory"/>,
+    /// or <see cref="Resume"/> with <see cref="InitialWeights"/>.
+    /// </exception>
+    /// <exception cref="ArgumentException">
+    /// The model's settings conflict (see <see cref="LongNetModelBuilder.Build"/>), or it is an encoder (parameter <c>model</c>);
+    /// passkey sequences are shorter than the shortest passkey sample (parameter <c>sequenceLength</c>).
+    /// </exception>
     public Trainer Build()
     {
-        if (settings.Corpus is null)
+        if (settings.Corpus is null && settings.Train.Task.IsTextWindows)
         {
-            throw new InvalidOperationException("Call CorpusText(...), CorpusFile(...) or DefaultCorpus() before Build(): training needs text.");
+            throw new InvalidOperationException(
+                "Call CorpusText(...), CorpusFile(...) or DefaultCorpus() before Build(): training needs text (or PasskeySamples() to train on generated passkey samples).");
         }
 
         if (settings.Resume && settings.CheckpointDirectory is null)
         {
             throw new InvalidOperationException("Resume() needs CheckpointDirectory(...): the folder holding the run to continue.");
+        }
+
+        if (settings.Resume && settings.InitialWeights is not null)
+        {
+            throw new InvalidOperationException(
+                "InitialWeights(...) starts a new run from a checkpoint's weights; a resumed run continues from its own checkpoint. Use one or the other.");
         }
 
         var model = settings.Model.ToFSharp();
@@ -252,6 +299,17 @@ public sealed class TrainerBuilder
         if (validated.IsError)
         {
             throw Interop.ToException(validated.ErrorValue);
+        }
+
+        if (settings.Train.Task.IsPasskeySamples)
+        {
+            var shortest = FsPasskey.minimumSampleLength((settings.Tokenizer ?? CSharp.Tokenizer.ByteLevel()).Inner);
+            if (settings.Train.SeqLen < shortest)
+            {
+                throw new ArgumentException(
+                    $"sequenceLength must be ≥ {shortest} for passkey samples with this tokenizer (the pass-key sentence, the question and the answer), got {settings.Train.SeqLen}.",
+                    "sequenceLength");
+            }
         }
 
         return new Trainer(settings);
@@ -273,9 +331,10 @@ public sealed class TrainerBuilder
         FsPrecision? precision = null,
         long? seed = null,
         int? checkpointEvery = null,
-        int? evalTokens = null) =>
+        int? evalTokens = null,
+        FsTrainTask? task = null) =>
         new(
-            t.Task,
+            task ?? t.Task,
             steps ?? t.Steps,
             batchSize ?? t.BatchSize,
             seqLen ?? t.SeqLen,
@@ -304,5 +363,6 @@ public sealed class TrainerBuilder
         CorpusSource? Corpus,
         string? CheckpointDirectory,
         Action<TrainingProgress>? Progress,
-        bool Resume);
+        bool Resume,
+        string? InitialWeights);
 }

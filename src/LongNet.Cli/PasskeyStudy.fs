@@ -20,7 +20,7 @@ open LongNet.Cli.Errors
 /// Usage text.
 let help =
     """longnet passkey-study --out DIR [--train-length 256] [--factors 1,2,4,8,16] [--depths 0,0.25,0.5,0.75,1]
-              [--trials 4] [--steps 800] [--crd-steps 400] [--attentions dense,dilated,select-merge]
+              [--trials 4] [--steps 3000] [--crd-steps 1000] [--attentions dense,dilated,select-merge]
               [--seed 1] [--batch 8] [--embed 64] [--layers 2] [--heads 4] [--learning-rate 0.003]
               [--block-size 16] [--top-k 4]
 
@@ -28,8 +28,9 @@ The CASM passkey experiment, reproducible from its seed: for each attention kind
 model on generated passkey samples of --train-length tokens (plain RoPE, --steps steps), fine-tune a copy
 with CRD NTK (--crd-steps steps, scales 1 … the largest factor), then evaluate passkey retrieval at
 train-length × each factor, for plain RoPE, PI, NTK and YaRN on the base model (s = length / T) and CRD NTK
-on the fine-tuned one (learning rate a third of --learning-rate). Select-merge uses blocks of
---block-size, --top-k, a sink block and renumbered positions; dilated uses groups (T/4,1) (T/2,2) (T,4).
+on the fine-tuned one (same learning rate, its own warm-up). Select-merge uses blocks of --block-size,
+--top-k, a sink block and renumbered positions; dilated uses the geometric groups (T/4·2^i, 2^i) up to
+the longest evaluated length, so its largest segment spans every prompt.
 
 Writes DIR/results.json, DIR/results.md, DIR/heatmap-<attention>-<scaling>.png and the training runs
 under DIR/runs/. Exit codes: 0 done, 2 bad command line, 1 failure."""
@@ -62,19 +63,30 @@ let scalings =
 let modelFor
     (attention: string)
     (trainLength: int)
+    (longest: int)
     (embed: int)
     (layers: int)
     (heads: int)
     (blockSize: int)
     (topK: int)
     : ModelConfig =
+    // (T/4·2^i, 2^i) until the segment spans the longest prompt
+    let groups =
+        List.unfold
+            (fun (w, r) ->
+                if w / 2 >= max trainLength longest then
+                    None
+                else
+                    Some((w, r), (2 * w, 2 * r)))
+            (max 1 (trainLength / 4), 1)
+
     { ModelConfig.defaults with
         EmbedDim = embed
         Layers = layers
         Heads = heads
         FeedForwardDim = 2 * embed
-        SegmentLengths = [ max 1 (trainLength / 4); max 1 (trainLength / 2); trainLength ]
-        DilationRates = [ 1; 2; 4 ]
+        SegmentLengths = groups |> List.map fst
+        DilationRates = groups |> List.map snd
         Attention =
             match attention with
             | "dilated" -> AttentionKind.Dilated
@@ -105,12 +117,12 @@ let private trainRun
     let tokenizer = RunConfig.tokenizer config |> orFail
     use session = TrainSession.Create(config, tokenizer) |> orFail
 
-    init |> Option.iter (fun w -> Checkpoint.loadWeights session.Model w |> orFail)
+    init |> Option.iter (fun w -> session.LoadWeights w |> orFail)
 
     Loading.writeConfig outDir session.Config
     printfn "training %s: %s, %d steps" outDir (ModelOptions.describe session.Config.Model) config.Train.Steps
 
-    let corpus = Train.passkeyCorpus tokenizer config.Train.SeqLen
+    let corpus = Passkey.corpus tokenizer config.Train.SeqLen
 
     let outcome =
         TrainLoop.run
@@ -219,8 +231,8 @@ let run (argv: string list) : int =
                 |> Option.defaultValue [ 0.0; 0.25; 0.5; 0.75; 1.0 ]
 
             let trials = intOption p "--trials" 1L 10_000L 4L |> int
-            let steps = intOption p "--steps" 1L 1_000_000L 800L |> int
-            let crdSteps = intOption p "--crd-steps" 1L 1_000_000L 400L |> int
+            let steps = intOption p "--steps" 1L 1_000_000L 3000L |> int
+            let crdSteps = intOption p "--crd-steps" 1L 1_000_000L 1000L |> int
             let seed = intOption p "--seed" 0L (int64 Int32.MaxValue) 1L |> int
             let batch = intOption p "--batch" 1L 4096L 8L |> int
             let embed = intOption p "--embed" 2L 4096L 64L |> int
@@ -243,7 +255,8 @@ let run (argv: string list) : int =
                 |> List.ofArray
 
             for a in attentions do
-                modelFor a trainLength embed layers heads blockSize topK |> ignore
+                modelFor a trainLength (List.max factors * trainLength) embed layers heads blockSize topK
+                |> ignore
 
             Native.ensureLoaded () |> ignore
             let tokenizer = Tokenizer.byteLevel ()
@@ -263,7 +276,7 @@ let run (argv: string list) : int =
                     BatchSize = batch
                     SeqLen = trainLength
                     LearningRate = learningRate
-                    WarmupSteps = min 30 (max 0 (steps - 1))
+                    WarmupSteps = min 100 (max 0 (steps - 1))
                     LogEvery = 50
                     CheckpointEvery = 0
                     EvalTokens = 4096
@@ -273,7 +286,8 @@ let run (argv: string list) : int =
             let rows =
                 [
                     for attention in attentions do
-                        let model = modelFor attention trainLength embed layers heads blockSize topK
+                        let model =
+                            modelFor attention trainLength (List.max lengths) embed layers heads blockSize topK
 
                         let baseRun =
                             {
@@ -304,8 +318,7 @@ let run (argv: string list) : int =
                                 Train =
                                     { train with
                                         Steps = crdSteps
-                                        WarmupSteps = min 10 (max 0 (crdSteps - 1))
-                                        LearningRate = learningRate / 3.0
+                                        WarmupSteps = min 100 (max 0 (crdSteps - 1))
                                     }
                             }
 

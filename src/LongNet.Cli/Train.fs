@@ -118,23 +118,6 @@ let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
             }
     }
 
-/// The generated passkey corpus of a passkey run: no training text, and 32 fixed-seed samples of
-/// seqLen + 1 tokens as validation text.
-let passkeyCorpus (tokenizer: ITokenizer) (seqLen: int) : Corpus =
-    let rng = Random(20_241_005)
-
-    let validation =
-        Array.init 32 (fun _ -> Passkey.trainingSample tokenizer (seqLen + 1) rng)
-        |> Array.concat
-
-    {
-        Description = "generated passkey samples"
-        Documents = 32
-        Characters = int64 validation.Length
-        Train = [||]
-        Validation = validation
-    }
-
 /// Prints what a run is about to do.
 let describe (session: TrainSession) (corpus: Corpus) =
     let c = session.Config
@@ -273,7 +256,7 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
                 let loaded = Checkpoint.load path |> orFail
 
                 try
-                    match Checkpoint.loadWeights session.Model loaded.Tensors with
+                    match session.LoadWeights loaded.Tensors with
                     | Ok() ->
                         if leader then
                             printfn "starting from the weights of %s" path
@@ -290,7 +273,7 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
 
     let corpus =
         match session.Config.Train.Task with
-        | PasskeySamples -> passkeyCorpus session.Tokenizer session.Config.Train.SeqLen
+        | PasskeySamples -> Passkey.corpus session.Tokenizer session.Config.Train.SeqLen
         | TextWindows -> Loading.loadCorpus session.Tokenizer (Args.required p "--corpus")
 
     if leader then

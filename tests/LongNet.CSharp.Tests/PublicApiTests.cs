@@ -142,7 +142,7 @@ public sealed class PublicApiTests
             nameof(GenerationResult), nameof(PasskeyEvaluation), nameof(PasskeyEvaluationBuilder), nameof(PasskeyCell),
             nameof(PasskeyResult), nameof(Benchmark), nameof(BenchmarkBuilder), nameof(BenchmarkCell), nameof(BenchmarkSkip),
             nameof(BenchmarkMachine), nameof(BenchmarkResult), nameof(FeedForwardKind), nameof(PositionEncoding),
-            nameof(Preset), nameof(TrainingPrecision), nameof(BenchmarkMode),
+            nameof(Preset), nameof(TrainingPrecision), nameof(TrainingTask), nameof(BenchmarkMode),
         ];
         Assert.Subset(Facade.GetExportedTypes().Select(t => t.Name).ToHashSet(), expected.ToHashSet());
         foreach (var owner in new[] { typeof(AttentionResult), typeof(MultiheadDilatedAttention), typeof(LongNetModel), typeof(TrainingResult) })

@@ -231,7 +231,7 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
                 "--crd-steps"
                 "2"
                 "--attentions"
-                "select-merge,dense"
+                "select-merge,dense,dilated"
                 "--embed"
                 "8"
                 "--heads"
@@ -245,7 +245,7 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
     Assert.True((code = 0), stderr)
     let results = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
     let rows = results.["rows"] :?> JsonArray
-    Assert.Equal(2 * PasskeyStudy.scalings.Length, rows.Count)
+    Assert.Equal(3 * PasskeyStudy.scalings.Length, rows.Count)
 
     for r in rows do
         Assert.Equal(2, (r.["cells"] :?> JsonArray).Count)
@@ -255,6 +255,14 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
     Assert.Contains("224 (2×)", table)
     Assert.True(File.Exists(Path.Combine(out, "heatmap-select-merge-crd-ntk.png")))
     Assert.True(File.Exists(Path.Combine(out, "runs", "dense-crd", "crd_log.csv")))
+
+[<Fact>]
+let ``the study's dilated model has geometric groups from T/4 until a segment spans the longest prompt`` () =
+    let m = PasskeyStudy.modelFor "dilated" 256 4096 64 2 4 16 4
+    Assert.Equal<int list>([ 64; 128; 256; 512; 1024; 2048; 4096 ], m.SegmentLengths)
+    Assert.Equal<int list>([ 1; 2; 4; 8; 16; 32; 64 ], m.DilationRates)
+    let short = PasskeyStudy.modelFor "dilated" 256 256 64 2 4 16 4
+    Assert.Equal<int list>([ 64; 128; 256 ], short.SegmentLengths)
 
 [<Fact>]
 let ``the documented CRD fine-tune command trains passkey samples without --crd-min-length`` () =

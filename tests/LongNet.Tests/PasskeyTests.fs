@@ -179,3 +179,15 @@ let ``a negative phase is rejected naming phase`` () =
         Assert.Throws<ArgumentOutOfRangeException>(fun () -> Passkey.buildAtPhase bytes 1000 0.5 "12345" -1 |> ignore)
 
     Assert.Equal("phase", e.ParamName)
+
+[<Fact>]
+let ``the passkey corpus holds no training text and 32 fixed-seed validation samples of seqLen + 1 tokens`` () =
+    let seqLen = Passkey.minimumSampleLength bytes + 7
+    let corpus = Passkey.corpus bytes seqLen
+    Assert.Empty corpus.Train
+    Assert.Equal(32, corpus.Documents)
+    Assert.Equal(32 * (seqLen + 1), corpus.Validation.Length)
+    Assert.Equal(int64 corpus.Validation.Length, corpus.Characters)
+    Assert.Equal<int[]>(corpus.Validation, (Passkey.corpus bytes seqLen).Validation)
+    let rng = Random(20_241_005)
+    Assert.Equal<int[]>(Passkey.trainingSample bytes (seqLen + 1) rng, corpus.Validation.[..seqLen])

@@ -171,6 +171,40 @@ let ``weights of a different model are refused, naming the weight`` () =
     | Ok() -> failwith "mismatched weights accepted"
 
 [<Fact>]
+let ``a bf16 run fine-tunes the weights it loaded, not its fresh initialisation`` () =
+    init.Force()
+
+    use s =
+        TrainSession.Create(tinyRun Bf16, Tokenizer.byteLevel ())
+        |> Result.defaultWith failwith
+
+    // fp32 weights a quarter away from the fresh ones (as a checkpoint of another run would be)
+    let loaded =
+        [
+            for struct (name, p) in s.Model.named_parameters () ->
+                $"model.{name}",
+                p.detach().to_type(torch.ScalarType.Float32).add((0.25).ToScalar()).DetachFromDisposeScope()
+        ]
+        |> Map.ofList
+
+    try
+        s.LoadWeights loaded |> Result.defaultWith failwith
+        s.TrainStep tokens |> Result.defaultWith failwith |> ignore
+
+        // one step of lr 3e-3 moves a weight by about 3e-3; the fresh initialisation is 0.25 away
+        for struct (name, p) in s.Model.named_parameters () do
+            use distance =
+                (p.to_type (torch.ScalarType.Float32) - loaded.[$"model.{name}"]).abs().max()
+
+            let d = distance.item<float32>()
+            Assert.True(d < 0.05f, $"{name} is {d} from the loaded weights after one step")
+
+        Assert.True((s.LoadWeights loaded).IsError, "weights loaded after the first step")
+    finally
+        for KeyValue(_, t) in loaded do
+            t.Dispose()
+
+[<Fact>]
 let ``resuming with a different configuration lists the differing fields`` () =
     let stored = tinyRun Fp32
 

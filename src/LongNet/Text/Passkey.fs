@@ -164,3 +164,20 @@ module Passkey =
         let phase = rng.Next(0, 1 <<< 20)
         let prompt = buildAtPhase tokenizer (length - answer.Length) depth key phase
         Array.append prompt.Tokens answer
+
+    /// The corpus of a passkey training run (`TrainTask.PasskeySamples`): no training text, since every
+    /// step generates its own samples, and 32 samples of `seqLen` + 1 tokens from a fixed seed as validation text.
+    let corpus (tokenizer: ITokenizer) (seqLen: int) : Corpus =
+        let rng = Random(20_241_005)
+
+        let validation =
+            Array.init 32 (fun _ -> trainingSample tokenizer (seqLen + 1) rng)
+            |> Array.concat
+
+        {
+            Description = "generated passkey samples"
+            Documents = 32
+            Characters = int64 validation.Length
+            Train = [||]
+            Validation = validation
+        }

@@ -147,6 +147,20 @@ type AdamW(parameters: (string * Parameter) list, settings: AdamWSettings) =
                 | Some m -> s.Parameter.copy_ m |> ignore
                 | None -> ()
 
+    /// Sets every fp32 master weight from `values` of its parameter's name, or from the parameter itself
+    /// where `values` has none — after the parameters were overwritten (a checkpoint's weights copied into
+    /// a bf16 model before fine-tuning), so the next step updates the new weights, not the old masters.
+    member _.ResetMasters(values: string -> torch.Tensor option) =
+        use _ = torch.no_grad ()
+
+        for s in slots do
+            match s.Master with
+            | Some m ->
+                match values s.Name with
+                | Some v -> m.copy_ v |> ignore
+                | None -> m.copy_ s.Parameter |> ignore
+            | None -> ()
+
     /// The state as named tensors: "first.<name>", "second.<name>" and "master.<name>" (views of the
     /// optimizer's own tensors; copy them before changing).
     member _.State: (string * torch.Tensor) list =

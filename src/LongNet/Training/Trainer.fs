@@ -282,6 +282,18 @@ type TrainSession
     /// The model being trained.
     member _.Model = model
 
+    /// Replaces the freshly initialised weights with a checkpoint's (`Checkpoint.load`'s tensors, by name)
+    /// before the first step — fine-tuning, `longnet train --init` — including the optimizer's fp32 master
+    /// weights of a bf16 run. Fails naming the first missing or mis-shaped weight.
+    member _.LoadWeights(tensors: Map<string, torch.Tensor>) : Result<unit, string> =
+        if detached then
+            Error "the model was detached from this session; start a new session to train further."
+        elif step > 0 then
+            Error $"weights can be loaded only before the first step; this run is at step {step}."
+        else
+            Checkpoint.loadWeights model tensors
+            |> Result.map (fun () -> optimizer.ResetMasters(fun name -> tensors.TryFind $"model.{name}"))
+
     /// The communicator of the ranks every training sequence is split over (None: one process).
     member _.Communicator = split
 
