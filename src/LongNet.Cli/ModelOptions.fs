@@ -57,6 +57,41 @@ let private refuse (p: Parsed) (names: string list) (reason: string) =
     | Some name -> raise (UsageError $"{name} {reason}")
     | None -> ()
 
+/// The attention kind `p` asks for (`--attention` and the select-merge options) on top of `model`'s:
+/// without `--attention` a select-merge model keeps its kind with the given options changed. Raises
+/// UsageError naming an unknown kind, an out-of-range value, or a select-merge option without it.
+let attentionOf (p: Parsed) (model: ModelConfig) : AttentionKind =
+    let current =
+        match model.Attention with
+        | AttentionKind.SelectMerge o -> o
+        | _ -> ModelConfig.defaultSelectMerge
+
+    let options =
+        {
+            BlockSize = intOption p "--block-size" 1L 1_000_000L (int64 current.BlockSize) |> int
+            TopK = intOption p "--top-k" 0L 1_000_000L (int64 current.TopK) |> int
+            MergeFactor = intOption p "--merge-factor" 1L 1_000_000L (int64 current.MergeFactor) |> int
+            Sink = current.Sink && not (has p "--no-sink")
+            RenumberPositions = current.RenumberPositions && not (has p "--original-positions")
+        }
+
+    let kind =
+        match optional p "--attention" with
+        | None ->
+            match model.Attention with
+            | AttentionKind.SelectMerge _ -> AttentionKind.SelectMerge options
+            | other -> other
+        | Some "dilated" -> AttentionKind.Dilated
+        | Some "dense" -> AttentionKind.Dense
+        | Some "select-merge" -> AttentionKind.SelectMerge options
+        | Some other -> raise (UsageError $"--attention must be dilated, dense or select-merge, got '{other}'.")
+
+    match kind with
+    | AttentionKind.SelectMerge _ -> ()
+    | _ -> refuse p selectMergeOptions "applies only to --attention select-merge."
+
+    kind
+
 /// The model configuration with the attention and scaling options of `p` applied; `seqLen` is the
 /// default trained length and `shortestSample` the shortest sample the task can train (1 for text,
 /// `Passkey.minimumSampleLength` for passkey samples): the CRD minimum length defaults to
@@ -64,37 +99,7 @@ let private refuse (p: Parsed) (names: string list) (reason: string) =
 /// (a select-merge flag without select-merge attention, a scaling flag its `--scaling` does not read)
 /// or a `--crd-min-length` below `shortestSample`.
 let apply (p: Parsed) (seqLen: int) (shortestSample: int) (model: ModelConfig) : ModelConfig =
-    let attention =
-        let current =
-            match model.Attention with
-            | AttentionKind.SelectMerge o -> o
-            | _ -> ModelConfig.defaultSelectMerge
-
-        let options =
-            {
-                BlockSize = intOption p "--block-size" 1L 1_000_000L (int64 current.BlockSize) |> int
-                TopK = intOption p "--top-k" 0L 1_000_000L (int64 current.TopK) |> int
-                MergeFactor = intOption p "--merge-factor" 1L 1_000_000L (int64 current.MergeFactor) |> int
-                Sink = current.Sink && not (has p "--no-sink")
-                RenumberPositions = current.RenumberPositions && not (has p "--original-positions")
-            }
-
-        let kind =
-            match optional p "--attention" with
-            | None ->
-                match model.Attention with
-                | AttentionKind.SelectMerge _ -> AttentionKind.SelectMerge options
-                | other -> other
-            | Some "dilated" -> AttentionKind.Dilated
-            | Some "dense" -> AttentionKind.Dense
-            | Some "select-merge" -> AttentionKind.SelectMerge options
-            | Some other -> raise (UsageError $"--attention must be dilated, dense or select-merge, got '{other}'.")
-
-        match kind with
-        | AttentionKind.SelectMerge _ -> ()
-        | _ -> refuse p selectMergeOptions "applies only to --attention select-merge."
-
-        kind
+    let attention = attentionOf p model
 
     let scalingName = optional p "--scaling"
     let crdOptions = [ "--crd-max-scale"; "--crd-cycle-steps"; "--crd-min-length" ]

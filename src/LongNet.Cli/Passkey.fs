@@ -14,7 +14,8 @@ open LongNet.Cli.Errors
 
 /// Usage text.
 let help =
-    """longnet passkey --checkpoint PATH --lengths 1024,4096 [--depths 0,0.25,0.5,0.75,1] [--trials N] [--seed S] [--json PATH] [--heatmap PATH]
+    """longnet passkey --checkpoint PATH --lengths 1024,4096 [--depths 0,0.25,0.5,0.75,1] [--trials N] [--seed S]
+                [--scaling NAME] [--attention KIND [--block-size B] [--top-k K] …] [--json PATH] [--heatmap PATH]
 
 Passkey retrieval: for every prompt length and depth, N prompts of filler text with a random 5-digit
 pass key hidden at that depth, ending "What is the pass key? The pass key is"; the model continues
@@ -28,6 +29,13 @@ greedily and a trial counts when the generated digits equal the pass key exactly
   --scaling NAME      evaluate with this RoPE scaling instead of the checkpoint's, at s = max(1, length/T):
                       none, pi, ntk, yarn, dynamic-ntk, crd-ntk (= dynamic NTK, CRD's inference rule)
   --trained-length T  T for --scaling (default: the checkpoint's training sequence length)
+  --attention KIND    evaluate the checkpoint's weights with this attention instead of its own: dilated,
+                      dense or select-merge (e.g. select-and-merge on a model trained with dense attention)
+  --block-size B      select-merge: rows per block (default: the checkpoint's, else 64)
+  --top-k K           select-merge: key blocks kept per query block besides its own (default: the checkpoint's, else 4)
+  --merge-factor M    select-merge: adjacent query blocks sharing one selection (default 1)
+  --no-sink           select-merge: do not always keep block 0
+  --original-positions  select-merge: rotate at original positions (default: renumbered after selection)
   --json PATH         also write the results as JSON
   --heatmap PATH      also draw the accuracy grid as a PNG heatmap
 
@@ -44,6 +52,10 @@ let private valueOptions =
         "--heatmap"
         "--scaling"
         "--trained-length"
+        "--attention"
+        "--block-size"
+        "--top-k"
+        "--merge-factor"
     ]
 
 /// Parses a comma-separated list of depths, each in [0, 1].
@@ -161,7 +173,8 @@ let evaluateScaled
 /// Runs `longnet passkey`.
 let run (argv: string list) : int =
     Errors.guard "passkey" (fun () ->
-        let p = Args.parse valueOptions [ "--help" ] argv
+        let p =
+            Args.parse valueOptions [ "--help"; "--no-sink"; "--original-positions" ] argv
 
         if Args.has p "--help" then
             printfn "%s" help
@@ -202,13 +215,34 @@ let run (argv: string list) : int =
                 intOption p "--trained-length" 1L 1_073_741_824L (int64 header.Train.SeqLen)
                 |> int
 
+            let config =
+                match ModelOptions.attentionOf p model.Config with
+                | kind when kind = model.Config.Attention -> model.Config
+                | kind ->
+                    match ModelConfig.validate { model.Config with Attention = kind } with
+                    | Ok c -> c
+                    | Error e -> raise (Args.UsageError $"--attention: {e.Message}")
+
             let cells =
                 match Args.optional p "--scaling" with
-                | None -> evaluateFrom model tokenizer lengths depths trials (Random seed)
+                | None when config = model.Config -> evaluateFrom model tokenizer lengths depths trials (Random seed)
+                | None ->
+                    // the same weights under another attention kind
+                    printfn
+                        "evaluating with %s (trained with %s)"
+                        (ModelOptions.describe config)
+                        (ModelOptions.describe model.Config)
+
+                    use swapped = new LongNetModel(config)
+
+                    Checkpoint.loadWeights swapped (Checkpoint.weights model |> Map.ofList)
+                    |> orFail
+
+                    evaluateFrom swapped tokenizer lengths depths trials (Random seed)
                 | Some name ->
                     // each length with the scaling at s = max(1, length / trained length), on the same weights
                     let weights = Checkpoint.weights model |> Map.ofList
-                    evaluateScaled model.Config weights name trained tokenizer lengths depths trials seed
+                    evaluateScaled config weights name trained tokenizer lengths depths trials seed
 
             printfn "%s" (PasskeyEvaluation.table lengths depths cells)
 

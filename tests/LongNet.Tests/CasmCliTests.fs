@@ -409,3 +409,85 @@ let ``passkey --scaling none scores the same prompts and cells as the checkpoint
     Assert.Equal<LongNet.Training.PasskeyCell list>(ownCells, scaledCells)
     Assert.True(own.Texts.Count >= 8)
     Assert.Equal<string seq>(own.Texts, scaled.Texts)
+
+[<Fact>]
+let ``passkey --attention evaluates a dense checkpoint's weights with select-merge, and refuses its options alone`` () =
+    use tempDir = new TempDir("casm")
+    let run = Path.Combine(tempDir.Path, "dense")
+
+    let code, _, stderr =
+        capture
+            Train.run
+            [
+                "--task"
+                "passkey"
+                "--preset"
+                "tiny"
+                "--seq-len"
+                "128"
+                "--attention"
+                "dense"
+                "--steps"
+                "2"
+                "--out"
+                run
+            ]
+
+    Assert.True((code = 0), stderr)
+    let checkpoint = Path.Combine(run, "checkpoint.ckpt")
+    let own, swapped = Path.Combine(run, "own.json"), Path.Combine(run, "swapped.json")
+
+    let grid =
+        [
+            "--checkpoint"
+            checkpoint
+            "--lengths"
+            "128,160"
+            "--depths"
+            "0,1"
+            "--trials"
+            "2"
+        ]
+
+    let code, stdout, stderr = capture Passkey.run (grid @ [ "--json"; own ])
+    Assert.True((code = 0), stderr)
+    Assert.DoesNotContain("evaluating with", stdout)
+
+    // every block selected at original positions is dense attention: the same cells
+    let code, stdout, stderr =
+        capture
+            Passkey.run
+            (grid
+             @ [
+                 "--attention"
+                 "select-merge"
+                 "--block-size"
+                 "16"
+                 "--top-k"
+                 "1000"
+                 "--original-positions"
+                 "--json"
+                 swapped
+             ])
+
+    Assert.True((code = 0), stderr)
+
+    Assert.Contains(
+        "evaluating with select-merge (block 16, top-1000, merge 1, sink) attention, scaling none (trained with dense attention",
+        stdout
+    )
+
+    let cells (path: string) =
+        (JsonNode.Parse(File.ReadAllText path).["cells"]).ToJsonString()
+
+    Assert.Equal(cells own, cells swapped)
+
+    let code, _, stderr = capture Passkey.run (grid @ [ "--no-sink" ])
+    Assert.Equal(2, code)
+    Assert.Contains("--no-sink applies only to --attention select-merge", stderr)
+
+    let code, _, stderr =
+        capture Passkey.run (grid @ [ "--attention"; "select-merge"; "--block-size"; "0" ])
+
+    Assert.Equal(2, code)
+    Assert.Contains("--block-size", stderr)
