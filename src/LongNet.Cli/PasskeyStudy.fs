@@ -29,8 +29,8 @@ model on generated passkey samples of --train-length tokens (plain RoPE, --steps
 with CRD NTK (--crd-steps steps, scales 1 … the largest factor), then evaluate passkey retrieval at
 train-length × each factor, for plain RoPE, PI, NTK and YaRN on the base model (s = length / T) and CRD NTK
 on the fine-tuned one (same learning rate, its own warm-up). Select-merge uses blocks of --block-size,
---top-k, a sink block and renumbered positions; dilated uses the geometric groups (T/4·2^i, 2^i) up to
-the longest evaluated length, so its largest segment spans every prompt.
+--top-k, a sink block and renumbered positions; dilated uses the geometric groups (T/4·2^i, 2^i) until
+one segment spans the longest prompt and its answer (so --factors changes the dilated model).
 
 Writes DIR/results.json, DIR/results.md, DIR/heatmap-<attention>-<scaling>.png and the training runs
 under DIR/runs/. Exit codes: 0 done, 2 bad command line, 1 failure."""
@@ -59,7 +59,9 @@ let private valueOptions =
 let scalings =
     [ "none", false; "pi", false; "ntk", false; "yarn", false; "crd-ntk", true ]
 
-/// The model of the study for one attention kind.
+/// The model of the study for one attention kind, trained at `trainLength` tokens; the dilated model's
+/// groups (T/4·2^i, 2^i) grow until one segment holds `longest` positions (the longest prompt with its
+/// answer), so the model depends on the evaluated lengths.
 let modelFor
     (attention: string)
     (trainLength: int)
@@ -254,9 +256,11 @@ let run (argv: string list) : int =
                     .Split(',', StringSplitOptions.TrimEntries)
                 |> List.ofArray
 
+            // the longest prompt and the answer generated after it
+            let longest = List.max factors * trainLength + PasskeyEvaluation.generatedTokens
+
             for a in attentions do
-                modelFor a trainLength (List.max factors * trainLength) embed layers heads blockSize topK
-                |> ignore
+                modelFor a trainLength longest embed layers heads blockSize topK |> ignore
 
             Native.ensureLoaded () |> ignore
             let tokenizer = Tokenizer.byteLevel ()
@@ -286,8 +290,7 @@ let run (argv: string list) : int =
             let rows =
                 [
                     for attention in attentions do
-                        let model =
-                            modelFor attention trainLength (List.max lengths) embed layers heads blockSize topK
+                        let model = modelFor attention trainLength longest embed layers heads blockSize topK
 
                         let baseRun =
                             {

@@ -257,12 +257,15 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
     Assert.True(File.Exists(Path.Combine(out, "runs", "dense-crd", "crd_log.csv")))
 
 [<Fact>]
-let ``the study's dilated model has geometric groups from T/4 until a segment spans the longest prompt`` () =
-    let m = PasskeyStudy.modelFor "dilated" 256 4096 64 2 4 16 4
-    Assert.Equal<int list>([ 64; 128; 256; 512; 1024; 2048; 4096 ], m.SegmentLengths)
-    Assert.Equal<int list>([ 1; 2; 4; 8; 16; 32; 64 ], m.DilationRates)
-    let short = PasskeyStudy.modelFor "dilated" 256 256 64 2 4 16 4
-    Assert.Equal<int list>([ 64; 128; 256 ], short.SegmentLengths)
+let ``the study's dilated model has geometric groups from T/4 until a segment holds the longest prompt and its answer``
+    ()
+    =
+    let m = PasskeyStudy.modelFor "dilated" 256 (4096 + 8) 64 2 4 16 4
+    Assert.Equal<int list>([ 64; 128; 256; 512; 1024; 2048; 4096; 8192 ], m.SegmentLengths)
+    Assert.Equal<int list>([ 1; 2; 4; 8; 16; 32; 64; 128 ], m.DilationRates)
+    // a segment of exactly 256 would start a new segment at the first answer token of a 256-token prompt
+    let short = PasskeyStudy.modelFor "dilated" 256 (256 + 8) 64 2 4 16 4
+    Assert.Equal<int list>([ 64; 128; 256; 512 ], short.SegmentLengths)
 
 [<Fact>]
 let ``the documented CRD fine-tune command trains passkey samples without --crd-min-length`` () =

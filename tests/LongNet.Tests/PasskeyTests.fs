@@ -122,7 +122,7 @@ let ``a prompt at a filler phase keeps the frame and length, and its filler is t
     let frame = Passkey.frameLength bytes passkey
     let target = frame + extra.Get % 1000
     let depth = float (depthSeed.Get % 1001) / 1000.0
-    let phase = phaseSeed.Get % 500
+    let phase = phaseSeed.Get
     let p = Passkey.buildAtPhase bytes target depth passkey phase
     let needle = Passkey.needle passkey
 
@@ -140,19 +140,83 @@ let ``a prompt at a filler phase keeps the frame and length, and its filler is t
         || p.Text.Substring(0, p.NeedleStart).EndsWith ". "
         || p.NeedleStart = target - frame
 
+    let wanted = int (Math.Floor(depth * float (target - frame)))
+    // no sentence of the filler starts between the needle and the wanted position
+    let skipped =
+        [ p.NeedleStart + 1 .. min wanted (filler.Length - 1) ]
+        |> List.exists (fun i -> filler.Substring(0, i).EndsWith ". ")
+
     p.Tokens.Length = target
     && p.Text.EndsWith Passkey.question
     && p.Text.IndexOf needle = p.NeedleStart
     && filler = expected
     && atBoundary
+    && p.NeedleStart <= wanted
+    && not skipped
+
+/// The prompt as the first version of `build` laid it out (whole sentences from the first, the last cut
+/// at the budget, the needle at the last sentence end ≤ depth·budget), written out independently.
+let private sentenceByDefinition (target: int) (depth: float) (passkey: string) =
+    let budget = target - Passkey.frameLength bytes passkey
+    let sentences = Passkey.fillerSentences |> Array.map (fun s -> s + " ")
+    let filler = Text.StringBuilder()
+    let ends = ResizeArray [ 0 ]
+    let mutable i = 0
+
+    while filler.Length < budget do
+        let s = sentences.[i % sentences.Length]
+        filler.Append(s.Substring(0, min s.Length (budget - filler.Length))) |> ignore
+        ends.Add filler.Length
+        i <- i + 1
+
+    let at =
+        ends
+        |> Seq.filter (fun e -> e <= int (Math.Floor(depth * float budget)))
+        |> Seq.max
+
+    let filler = filler.ToString()
+
+    filler.Substring(0, at)
+    + Passkey.needle passkey
+    + filler.Substring at
+    + Passkey.question
 
 [<Fact>]
-let ``phase 0 is the plain prompt`` () =
-    for depth in [ 0.0; 0.3; 0.5; 1.0 ] do
-        Assert.Equal<int[]>(
-            (Passkey.build bytes 700 depth "55555").Tokens,
-            (Passkey.buildAtPhase bytes 700 depth "55555" 0).Tokens
-        )
+let ``phase 0 lays the prompt out sentence by sentence from the first filler sentence`` () =
+    let frame = Passkey.frameLength bytes "55555"
+
+    for target in [ frame; frame + 1; frame + 17; 700; 1000 ] do
+        for depth in [ 0.0; 0.3; 0.5; 0.99; 1.0 ] do
+            Assert.Equal(
+                sentenceByDefinition target depth "55555",
+                (Passkey.buildAtPhase bytes target depth "55555" 0).Text
+            )
+
+            Assert.Equal(sentenceByDefinition target depth "55555", (Passkey.build bytes target depth "55555").Text)
+
+[<Fact>]
+let ``a phase near Int32.MaxValue is the same prompt as its remainder in the filler cycle`` () =
+    let cycle =
+        Passkey.fillerSentences |> Array.sumBy (fun s -> (bytes.Encode(s + " ")).Length)
+
+    let huge = Int32.MaxValue
+    let p = Passkey.buildAtPhase bytes 900 0.5 "12345" huge
+    Assert.Equal<int[]>((Passkey.buildAtPhase bytes 900 0.5 "12345" (huge % cycle)).Tokens, p.Tokens)
+
+[<Fact>]
+let ``training samples include the depth-1 layout: the key right before the question`` () =
+    let rng = Random(2)
+    let closing = bytes.Encode(" is the pass key. What is the pass key?")
+
+    let last =
+        [ 1..200 ]
+        |> List.filter (fun _ ->
+            let s = Passkey.trainingSample bytes 300 rng
+
+            [ 0 .. s.Length - closing.Length ]
+            |> List.exists (fun i -> s.[i .. i + closing.Length - 1] = closing))
+
+    Assert.InRange(last.Length, 10, 60)
 
 [<Fact>]
 let ``training samples put the pass key at many different token positions`` () =

@@ -81,6 +81,7 @@ module Passkey =
         let budget = targetLength - frame
         let sentences = fillerSentences |> Array.map (fun s -> tokenizer.Encode(s + " "))
         let cycle = Array.concat sentences
+        let phase = phase % cycle.Length // the filler repeats, and phase + k stays far from overflow
         // the cycle offsets where a sentence starts
         let starts =
             sentences
@@ -159,7 +160,8 @@ module Passkey =
             )
 
         let key = randomPasskey rng
-        let depth = rng.NextDouble()
+        // NextDouble is < 1: depth 1 (the key right before the question, as evaluated) gets its own share
+        let depth = if rng.Next 8 = 0 then 1.0 else rng.NextDouble()
         let answer = answer tokenizer key
         let phase = rng.Next(0, 1 <<< 20)
         let prompt = buildAtPhase tokenizer (length - answer.Length) depth key phase
