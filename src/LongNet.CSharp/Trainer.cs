@@ -88,6 +88,11 @@ public sealed class Trainer
             settings.Train,
             tokenizer.VocabPath is { } v && tokenizer.MergesPath is { } m ? FsTokenizerChoice.NewBpeFiles(v, m) : FsTokenizerChoice.ByteTokens);
         var checkpoint = CheckpointPath;
+        if (settings.InitialWeights is { } initial && !File.Exists(initial))
+        {
+            throw new FileNotFoundException($"the initial weights '{initial}' do not exist; give a checkpoint file.", initial);
+        }
+
         if (checkpoint is not null)
         {
             Directory.CreateDirectory(settings.CheckpointDirectory!);
@@ -141,11 +146,6 @@ public sealed class Trainer
         {
             throw new InvalidOperationException(
                 $"'{checkpoint}' already holds a run; call Resume() to continue it, or choose another CheckpointDirectory.");
-        }
-
-        if (initialWeights is not null && !File.Exists(initialWeights))
-        {
-            throw new FileNotFoundException($"the initial weights '{initialWeights}' do not exist; give a checkpoint file.", initialWeights);
         }
 
         var created = FsTrainSession.Create(run, tokenizer.Inner);

@@ -298,6 +298,9 @@ public sealed class CasmBuilderTests : IDisposable
 
         Throws<ArgumentException>("checkpointPath", () => Run().InitialWeights(""));
         Assert.Throws<FileNotFoundException>(() => Run().InitialWeights(Path.Combine(folder, "missing.ckpt")).Build().Train());
+        var untouched = Path.Combine(folder, "never-created");
+        Assert.Throws<FileNotFoundException>(() => Run().InitialWeights(Path.Combine(folder, "missing.ckpt")).CheckpointDirectory(untouched).Build().Train());
+        Assert.False(Directory.Exists(untouched), "a run refused for missing initial weights created its checkpoint folder");
         Assert.Throws<InvalidOperationException>(() => Run().Model(model.Embedding(32)).InitialWeights(checkpoint).Build().Train());
         Assert.Throws<InvalidOperationException>(() => Run().InitialWeights(checkpoint).CheckpointDirectory(source).Resume().Build());
     }

@@ -171,6 +171,29 @@ let ``weights of a different model are refused, naming the weight`` () =
     | Ok() -> failwith "mismatched weights accepted"
 
 [<Fact>]
+let ``refused weights leave every parameter as it was`` () =
+    init.Force()
+    use model = new LongNetModel((tinyRun Fp32).Model)
+    use scope = torch.NewDisposeScope()
+
+    let before =
+        [
+            for struct (name, p) in model.named_parameters () -> name, p.detach().clone()
+        ]
+
+    // every weight fits but the last one, which is missing
+    let tensors =
+        before
+        |> List.take (before.Length - 1)
+        |> List.map (fun (name, t) -> $"model.{name}", t.add (1.0.ToScalar()))
+        |> Map.ofList
+
+    Assert.True((Checkpoint.loadWeights model tensors).IsError)
+
+    for struct (name, p) in model.named_parameters () do
+        Assert.True(p.allclose (before |> List.find (fun (n, _) -> n = name) |> snd, 0.0, 0.0), $"{name} changed")
+
+[<Fact>]
 let ``a bf16 run fine-tunes the weights it loaded, not its fresh initialisation`` () =
     init.Force()
 
@@ -182,6 +205,8 @@ let ``a bf16 run fine-tunes the weights it loaded, not its fresh initialisation`
     let loaded =
         [
             for struct (name, p) in s.Model.named_parameters () ->
+                use _ = torch.NewDisposeScope()
+
                 $"model.{name}",
                 p.detach().to_type(torch.ScalarType.Float32).add((0.25).ToScalar()).DetachFromDisposeScope()
         ]
@@ -193,10 +218,11 @@ let ``a bf16 run fine-tunes the weights it loaded, not its fresh initialisation`
 
         // one step of lr 3e-3 moves a weight by about 3e-3; the fresh initialisation is 0.25 away
         for struct (name, p) in s.Model.named_parameters () do
-            use distance =
-                (p.to_type (torch.ScalarType.Float32) - loaded.[$"model.{name}"]).abs().max()
+            use _ = torch.NewDisposeScope()
 
-            let d = distance.item<float32>()
+            let d =
+                (p.to_type (torch.ScalarType.Float32) - loaded.[$"model.{name}"]).abs().max().item<float32>()
+
             Assert.True(d < 0.05f, $"{name} is {d} from the loaded weights after one step")
 
         Assert.True((s.LoadWeights loaded).IsError, "weights loaded after the first step")

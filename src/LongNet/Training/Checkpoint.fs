@@ -244,22 +244,27 @@ module Checkpoint =
                         corrupt path e.Message
 
     /// Copies the stored "model.<name>" tensors into the model's parameters; fails naming the first
-    /// missing or mis-shaped one.
+    /// missing or mis-shaped one, and then leaves every parameter as it was.
     let loadWeights (model: LongNetModel) (tensors: Map<string, torch.Tensor>) : Result<unit, string> =
         use _ = torch.no_grad ()
+        let parameters = [ for struct (name, p) in model.named_parameters () -> name, p ]
 
         let problems =
             [
-                for struct (name, p) in model.named_parameters () do
+                for name, p in parameters do
                     match tensors.TryFind $"model.{name}" with
                     | None -> $"the checkpoint lacks the weight '{name}'"
                     | Some t when t.shape <> p.shape ->
                         $"the weight '{name}' has shape {String.Join('×', t.shape)} in the checkpoint and {String.Join('×', p.shape)} in the model"
-                    | Some t -> p.copy_ t |> ignore
+                    | Some _ -> ()
             ]
 
         match problems with
-        | [] -> Ok()
+        | [] ->
+            for name, p in parameters do
+                p.copy_ tensors.[$"model.{name}"] |> ignore
+
+            Ok()
         | first :: _ -> Error first
 
     /// The model's parameters as checkpoint tensors "model.<name>".
