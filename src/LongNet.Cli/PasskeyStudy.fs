@@ -156,6 +156,8 @@ type Row =
         Scaling: string
         /// The grid: lengths × depths.
         Cells: PasskeyCell list
+        /// What happened out of the ordinary while the row was evaluated (a retry), if anything.
+        Note: string option
     }
 
 let private accuracy (cells: PasskeyCell list) =
@@ -182,6 +184,10 @@ let markdown (trainLength: int) (lengths: int list) (rows: Row list) : string =
 
         b.AppendLine($"| {r.Attention} | {r.Scaling} | {cells} |") |> ignore
 
+    for r in rows do
+        r.Note
+        |> Option.iter (fun note -> b.AppendLine($"\n{r.Attention} / {r.Scaling}: {note}") |> ignore)
+
     b.ToString()
 
 let private json (settings: JsonObject) (rows: Row list) =
@@ -202,6 +208,7 @@ let private json (settings: JsonObject) (rows: Row list) =
             cells.Add x
 
         o["cells"] <- cells
+        r.Note |> Option.iter (fun note -> o["note"] <- JsonValue.Create note)
         array.Add o
 
     let root = JsonObject()
@@ -331,7 +338,7 @@ let run (argv: string list) : int =
                         for scaling, fineTuned in scalings do
                             let weights = if fineTuned then crdWeights else baseWeights
 
-                            let cells =
+                            let evaluate () =
                                 Passkey.evaluateScaled
                                     model
                                     weights
@@ -343,11 +350,25 @@ let run (argv: string list) : int =
                                     trials
                                     seed
 
+                            // A rare libtorch failure in long runs (seen once after 21 minutes, not reproduced
+                            // on the same checkpoint) would otherwise lose every row: the row is evaluated again,
+                            // from the same seed, and the retry is recorded in the results.
+                            let cells, note =
+                                try
+                                    evaluate (), None
+                                with :? System.Runtime.InteropServices.ExternalException as e ->
+                                    let message = firstLine e
+                                    eprintfn "warning: %s %s: %s; evaluating the row again" attention scaling message
+
+                                    evaluate (),
+                                    Some $"evaluated twice: the first attempt failed in libtorch ({message})"
+
                             let row =
                                 {
                                     Attention = attention
                                     Scaling = scaling
                                     Cells = cells
+                                    Note = note
                                 }
 
                             printfn

@@ -494,3 +494,30 @@ let ``passkey --attention evaluates a dense checkpoint's weights with select-mer
 
     Assert.Equal(2, code)
     Assert.Contains("--block-size", stderr)
+
+[<Fact>]
+let ``the study's table names a row that had to be evaluated twice`` () =
+    let cell: LongNet.Training.PasskeyCell =
+        {
+            Length = 256
+            Depth = 0.5
+            Correct = 3
+            Trials = 4
+        }
+
+    let row note : PasskeyStudy.Row =
+        {
+            Attention = "dilated"
+            Scaling = "crd-ntk"
+            Cells = [ cell ]
+            Note = note
+        }
+
+    let plain = PasskeyStudy.markdown 256 [ 256 ] [ row None ]
+    Assert.Contains("| dilated | crd-ntk | 75% |", plain)
+    Assert.DoesNotContain("evaluated twice", plain)
+
+    let retried =
+        PasskeyStudy.markdown 256 [ 256 ] [ row (Some "evaluated twice: the first attempt failed in libtorch (x)") ]
+
+    Assert.Contains("dilated / crd-ntk: evaluated twice", retried)
