@@ -105,12 +105,21 @@ let modelFor
             | other -> raise (UsageError $"--attentions takes dense, dilated and select-merge, got '{other}'.")
     }
 
-/// Trains one run in `outDir` (deleting whatever the folder held first) and returns its weights.
-let private trainRun
-    (outDir: string)
-    (config: RunConfig)
-    (init: Map<string, torch.Tensor> option)
-    : Map<string, torch.Tensor> =
+/// A checkpoint's weights, read from disk, for `use` (disposed with the value).
+type private StoredWeights(path: string) =
+    let loaded = Checkpoint.load path |> orFail
+
+    /// The tensors by checkpoint name.
+    member _.Tensors = loaded.Tensors
+
+    interface IDisposable with
+        member _.Dispose() =
+            for KeyValue(_, t) in loaded.Tensors do
+                t.Dispose()
+
+/// Trains one run in `outDir` (deleting whatever the folder held first), starting from the weights of
+/// the checkpoint `init` if given, and returns the path of its checkpoint.
+let private trainRun (outDir: string) (config: RunConfig) (init: string option) : string =
     let checkpoint = TrainLoop.checkpointPath outDir
 
     if Directory.Exists outDir then
@@ -119,7 +128,10 @@ let private trainRun
     let tokenizer = RunConfig.tokenizer config |> orFail
     use session = TrainSession.Create(config, tokenizer) |> orFail
 
-    init |> Option.iter (fun w -> session.LoadWeights w |> orFail)
+    init
+    |> Option.iter (fun path ->
+        use stored = new StoredWeights(path)
+        session.LoadWeights stored.Tensors |> orFail)
 
     Loading.writeConfig outDir session.Config
     printfn "training %s: %s, %d steps" outDir (ModelOptions.describe session.Config.Model) config.Train.Steps
@@ -143,9 +155,7 @@ let private trainRun
     | Some(_, v) -> printfn "  validation loss %.4f, checkpoint %s" v checkpoint
     | None -> ()
 
-    Checkpoint.weights session.Model
-    |> List.map (fun (name, t) -> name, t.detach().clone().DetachFromDisposeScope())
-    |> Map.ofList
+    checkpoint
 
 /// One row of the study: an attention kind with a scaling, and its cells.
 type Row =
@@ -306,7 +316,7 @@ let run (argv: string list) : int =
                                 Tokenizer = ByteTokens
                             }
 
-                        let baseWeights =
+                        let baseCheckpoint =
                             trainRun (Path.Combine(out, "runs", $"{attention}-base")) baseRun None
 
                         let crdModel =
@@ -332,16 +342,17 @@ let run (argv: string list) : int =
                                     }
                             }
 
-                        let crdWeights =
-                            trainRun (Path.Combine(out, "runs", $"{attention}-crd")) crdRun (Some baseWeights)
+                        let crdCheckpoint =
+                            trainRun (Path.Combine(out, "runs", $"{attention}-crd")) crdRun (Some baseCheckpoint)
 
                         for scaling, fineTuned in scalings do
-                            let weights = if fineTuned then crdWeights else baseWeights
-
+                            // each row reads its weights from the checkpoint, so no tensor lives across rows
                             let evaluate () =
+                                use weights = new StoredWeights(if fineTuned then crdCheckpoint else baseCheckpoint)
+
                                 Passkey.evaluateScaled
                                     model
-                                    weights
+                                    weights.Tensors
                                     scaling
                                     trainLength
                                     tokenizer
@@ -358,7 +369,7 @@ let run (argv: string list) : int =
                                     evaluate (), None
                                 with :? System.Runtime.InteropServices.ExternalException as e ->
                                     let message = firstLine e
-                                    eprintfn "warning: %s %s: %s; evaluating the row again" attention scaling message
+                                    eprintfn "warning: %s %s: %O; evaluating the row again" attention scaling e
 
                                     evaluate (),
                                     Some $"evaluated twice: the first attempt failed in libtorch ({message})"
@@ -382,10 +393,6 @@ let run (argv: string list) : int =
                                 watch.Elapsed.TotalSeconds
 
                             yield row
-
-                        for w in [ baseWeights; crdWeights ] do
-                            for KeyValue(_, t) in w do
-                                t.Dispose()
                 ]
 
             let settings = JsonObject()
