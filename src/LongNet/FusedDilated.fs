@@ -57,7 +57,10 @@ let forwardNoGrad
         let merged = torch.logaddexp (runningLse, partLse)
         let keep = (runningLse - merged).exp_().unsqueeze -1L
         let add = (partLse - merged).exp_().unsqueeze -1L
-        runningOut.mul_(keep).add_(partOut.to_type dtype * add) |> ignore
+
+        TensorOps.plusInPlace (runningOut.mul_ keep) (partOut.to_type dtype * add)
+        |> ignore
+
         runningLse.copy_ merged |> ignore
 
     out.to_type q.dtype, lse
@@ -105,9 +108,9 @@ let backward
                 (view out)
                 (BlockViews.viewRows part item lseFinite)
 
-        (view dq).add_(gq.to_type dtype) |> ignore
-        (view dk).add_(gk.to_type dtype) |> ignore
-        (view dv).add_(gv.to_type dtype) |> ignore
+        TensorOps.plusInPlace (view dq) (gq.to_type dtype) |> ignore
+        TensorOps.plusInPlace (view dk) (gk.to_type dtype) |> ignore
+        TensorOps.plusInPlace (view dv) (gv.to_type dtype) |> ignore
 
     dq.to_type q.dtype, dk.to_type q.dtype, dv.to_type q.dtype
 

@@ -27,6 +27,10 @@ let mix (groups: (torch.Tensor * torch.Tensor) list) : torch.Tensor * torch.Tens
             / safeTotal.unsqueeze(-1L).to_type outs.dtype
 
         let lse =
-            torch.where (covered, safeTotal.log () + peak, torch.full_like (peak, System.Double.NegativeInfinity))
+            torch.where (
+                covered,
+                TensorOps.plus (safeTotal.log ()) peak,
+                torch.full_like (peak, System.Double.NegativeInfinity)
+            )
 
         mixed, lse

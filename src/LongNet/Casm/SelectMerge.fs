@@ -238,7 +238,7 @@ let rotateWith (rotation: Rotation) (positions: torch.Tensor) (x: torch.Tensor) 
     use amplitude = rotation.Amplitude.ToScalar()
     let cos = widen (angles.cos ()) (angles.cos ()) * amplitude
     let sin = widen (angles.sin().neg()) (angles.sin ()) * amplitude
-    x * cos.to_type x.dtype + Rope.swapPairs x * sin.to_type x.dtype
+    LongNet.TensorOps.plus (x * cos.to_type x.dtype) (Rope.swapPairs x * sin.to_type x.dtype)
 
 /// RoPE (interleaved pairs, as `Rope.rotate`) at per-row `positions` `[…, n]` (int64, broadcastable to
 /// the leading dims of `x`) for `x` `[…, n, d]`: angles p·θ^(−2i/d) in float64, then x's dtype.

@@ -45,7 +45,7 @@ type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as 
         this.register_module ("dropout", dropout)
 
     let feedForwardPart (x: torch.Tensor) =
-        x + dropout.forward (feedForward.forward (feedForwardNorm.forward x))
+        TensorOps.plus x (dropout.forward (feedForward.forward (feedForwardNorm.forward x)))
 
     /// The block's attention layer.
     member _.Attention = attention
@@ -56,20 +56,26 @@ type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as 
     /// `[b, n, e]` with precomputed `positions`; resets `cache` when given.
     member _.Forward(x: torch.Tensor, positions: PositionInputs, cache: LayerCache option) : torch.Tensor =
         use scope = torch.NewDisposeScope()
-        let x = x + attention.Forward(attentionNorm.forward x, positions, cache)
+
+        let x =
+            TensorOps.plus x (attention.Forward(attentionNorm.forward x, positions, cache))
+
         (feedForwardPart x).MoveToOuterDisposeScope()
 
     /// This rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of `slice`, with the
     /// position `tables` of its positions → `[b, slice.Length, e]`. Collective (see `SequenceSlice`).
     member _.ForwardSlice(x: torch.Tensor, tables: Rope.Tables option, slice: SequenceSlice) : torch.Tensor =
         use scope = torch.NewDisposeScope()
-        let x = x + attention.ForwardSlice(attentionNorm.forward x, tables, slice)
+
+        let x =
+            TensorOps.plus x (attention.ForwardSlice(attentionNorm.forward x, tables, slice))
+
         (feedForwardPart x).MoveToOuterDisposeScope()
 
     /// One decoding step `[b, 1, e]` → `[b, 1, e]` at position `cache.Next`.
     member _.Step(x: torch.Tensor, tables: Rope.Tables option, cache: LayerCache) : torch.Tensor =
         use scope = torch.NewDisposeScope()
-        let x = x + attention.Step(attentionNorm.forward x, tables, cache)
+        let x = TensorOps.plus x (attention.Step(attentionNorm.forward x, tables, cache))
         (feedForwardPart x).MoveToOuterDisposeScope()
 
     /// `[b, n, e]` → `[b, n, e]` at positions 0 … n−1 (plain, unscaled position encoding).

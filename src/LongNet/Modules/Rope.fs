@@ -173,7 +173,8 @@ module Rope =
                 }
 
     /// Rotates (and for xPos scales) `x` `[b, h, n, d]` with one pair of tables `[n, d]`.
-    let rotate (cos: torch.Tensor) (sin: torch.Tensor) (x: torch.Tensor) : torch.Tensor = x * cos + swapPairs x * sin
+    let rotate (cos: torch.Tensor) (sin: torch.Tensor) (x: torch.Tensor) : torch.Tensor =
+        LongNet.TensorOps.plus (x * cos) (swapPairs x * sin)
 
     /// Applies rotation tables (from `tables`, for n positions) to queries and keys `[b, h, n, d]`:
     /// returns (q', k') whose dot products depend on positions only through their difference.
