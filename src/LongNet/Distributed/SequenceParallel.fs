@@ -75,14 +75,17 @@ let private attendGroup
         else
             both
 
-    // Empty slots read row 0 and are masked (keys) or dropped (queries).
+    // Empty slots read row 0 and are masked (keys) or dropped (queries). An owned Scalar: a temporary
+    // one may be freed by a concurrent collection during the call (see TensorOps).
+    use zero = 0L.ToScalar()
+
     let qIndex =
-        queryIndex.clamp_min(0L).view(1L, h, s * mq, 1L).expand(b, h, s * mq, d)
+        queryIndex.clamp_min(zero).view(1L, h, s * mq, 1L).expand(b, h, s * mq, d)
 
     let qBlocks = q.gather(2L, qIndex).view(b, h, s, mq, d)
 
     let kv =
-        source.index_select(1L, keySource.clamp_min(0L).view -1L).view(b, h, s, m, 2L * d)
+        source.index_select(1L, keySource.clamp_min(zero).view -1L).view(b, h, s, m, 2L * d)
 
     let computeType =
         if q.dtype = torch.ScalarType.Float64 then
