@@ -105,18 +105,6 @@ let modelFor
             | other -> raise (UsageError $"--attentions takes dense, dilated and select-merge, got '{other}'.")
     }
 
-/// A checkpoint's weights, read from disk, for `use` (disposed with the value).
-type private StoredWeights(path: string) =
-    let loaded = Checkpoint.load path |> orFail
-
-    /// The tensors by checkpoint name.
-    member _.Tensors = loaded.Tensors
-
-    interface IDisposable with
-        member _.Dispose() =
-            for KeyValue(_, t) in loaded.Tensors do
-                t.Dispose()
-
 /// Trains one run in `outDir` (deleting whatever the folder held first), starting from the weights of
 /// the checkpoint `init` if given, and returns the path of its checkpoint.
 let private trainRun (outDir: string) (config: RunConfig) (init: string option) : string =
@@ -129,9 +117,7 @@ let private trainRun (outDir: string) (config: RunConfig) (init: string option) 
     use session = TrainSession.Create(config, tokenizer) |> orFail
 
     init
-    |> Option.iter (fun path ->
-        use stored = new StoredWeights(path)
-        session.LoadWeights stored.Tensors |> orFail)
+    |> Option.iter (fun path -> Checkpoint.withTensors path session.LoadWeights |> orFail |> orFail)
 
     Loading.writeConfig outDir session.Config
     printfn "training %s: %s, %d steps" outDir (ModelOptions.describe session.Config.Model) config.Train.Steps
@@ -348,22 +334,24 @@ let run (argv: string list) : int =
                         for scaling, fineTuned in scalings do
                             // each row reads its weights from the checkpoint, so no tensor lives across rows
                             let evaluate () =
-                                use weights = new StoredWeights(if fineTuned then crdCheckpoint else baseCheckpoint)
+                                Checkpoint.withTensors
+                                    (if fineTuned then crdCheckpoint else baseCheckpoint)
+                                    (fun weights ->
+                                        Passkey.evaluateScaled
+                                            model
+                                            weights
+                                            scaling
+                                            trainLength
+                                            tokenizer
+                                            lengths
+                                            depths
+                                            trials
+                                            seed)
+                                |> orFail
 
-                                Passkey.evaluateScaled
-                                    model
-                                    weights.Tensors
-                                    scaling
-                                    trainLength
-                                    tokenizer
-                                    lengths
-                                    depths
-                                    trials
-                                    seed
-
-                            // A rare libtorch failure in long runs (seen once after 21 minutes, not reproduced
-                            // on the same checkpoint) would otherwise lose every row: the row is evaluated again,
-                            // from the same seed, and the retry is recorded in the results.
+                            // A libtorch failure in a long run (the temporary-Scalar race fixed in TensorOps
+                            // once ended a study after 20 minutes) would otherwise lose every row: the row is
+                            // evaluated again, from the same seed, and the retry is recorded in the results.
                             let cells, note =
                                 try
                                     evaluate (), None

@@ -253,19 +253,13 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
             match Args.optional p "--init" with
             | None -> ()
             | Some path ->
-                let loaded = Checkpoint.load path |> orFail
-
-                try
-                    match session.LoadWeights loaded.Tensors with
-                    | Ok() ->
-                        if leader then
-                            printfn "starting from the weights of %s" path
-                    | Error e ->
-                        (session :> IDisposable).Dispose()
-                        fail $"--init: checkpoint '{path}' does not fit this model ({e}); give one with the same shape."
-                finally
-                    for KeyValue(_, t) in loaded.Tensors do
-                        t.Dispose()
+                match Checkpoint.withTensors path session.LoadWeights |> orFail with
+                | Ok() ->
+                    if leader then
+                        printfn "starting from the weights of %s" path
+                | Error e ->
+                    (session :> IDisposable).Dispose()
+                    fail $"--init: checkpoint '{path}' does not fit this model ({e}); give one with the same shape."
 
             session
 

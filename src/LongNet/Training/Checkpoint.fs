@@ -267,6 +267,16 @@ module Checkpoint =
             Ok()
         | first :: _ -> Error first
 
+    /// `use_` applied to the tensors of the checkpoint at `path` (disposed afterwards), or the load error.
+    let withTensors (path: string) (use_: Map<string, torch.Tensor> -> 'T) : Result<'T, string> =
+        load path
+        |> Result.map (fun loaded ->
+            try
+                use_ loaded.Tensors
+            finally
+                for KeyValue(_, t) in loaded.Tensors do
+                    t.Dispose())
+
     /// The model's parameters as checkpoint tensors "model.<name>".
     let weights (model: LongNetModel) : (string * torch.Tensor) list =
         [
