@@ -77,6 +77,7 @@ public sealed class LongNetModelBuilder
             c.MaxPositions,
             c.Attention,
             c.PositionScaling,
+            c.SmearedKeys,
             tokenizer,
             null);
     }
@@ -301,7 +302,7 @@ public sealed class LongNetModelBuilder
         var probe = new FsModelConfig(
             d.VocabSize, d.EmbedDim, d.Layers, d.Heads, d.FeedForwardDim, d.FeedForward, d.SegmentLengths, d.DilationRates, d.Offsets,
             d.Architecture, d.Position, d.Attention, method, d.SubLayerNorm, d.Dropout, d.Bias, d.TiedEmbeddings, d.LayerNormEpsilon,
-            d.MaxPositions);
+            d.MaxPositions, d.SmearedKeys);
         var result = FsModelConfigModule.validateScaling(probe);
         if (result.IsError)
         {
@@ -353,6 +354,14 @@ public sealed class LongNetModelBuilder
     /// <returns>A builder with this limit.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxPositions"/> is &lt; 1.</exception>
     public LongNetModelBuilder MaxPositions(int maxPositions) => new(settings with { MaxPositions = Checks.AtLeast(maxPositions, 1, nameof(maxPositions)) });
+
+    /// <summary>
+    /// Smeared keys (default off): every key is mixed with the previous position's by a learnt gate per head,
+    /// so one attention layer can copy what followed an earlier occurrence of the current token (an induction head).
+    /// </summary>
+    /// <param name="enabled">True to smear the keys.</param>
+    /// <returns>A builder with this setting.</returns>
+    public LongNetModelBuilder SmearedKeys(bool enabled = true) => new(settings with { SmearedKeys = enabled });
 
     /// <summary>
     /// Seeds libtorch's global generator with this value just before the weights are created, so the same
@@ -412,7 +421,8 @@ public sealed class LongNetModelBuilder
             settings.Bias,
             settings.TiedEmbeddings,
             settings.LayerNormEpsilon,
-            settings.MaxPositions);
+            settings.MaxPositions,
+            settings.SmearedKeys);
 
         var validated = FsModelConfigModule.validate(config);
         if (validated.IsError)
@@ -447,6 +457,7 @@ public sealed class LongNetModelBuilder
         int MaxPositions,
         FsAttentionKind Attention,
         FsScalingMethod Scaling,
+        bool SmearedKeys,
         Tokenizer? Tokenizer,
         long? Seed);
 }

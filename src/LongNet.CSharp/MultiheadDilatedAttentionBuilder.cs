@@ -124,7 +124,8 @@ public sealed class MultiheadDilatedAttentionBuilder
             settings.SubLayerNorm,
             settings.Dropout,
             settings.Bias,
-            settings.LayerNormEpsilon);
+            settings.LayerNormEpsilon,
+            false);
 
         var validated = FsAttentionSettingsModule.validate(fsSettings);
         if (validated.IsError)

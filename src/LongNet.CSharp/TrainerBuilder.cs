@@ -351,7 +351,11 @@ public sealed class TrainerBuilder
             seed ?? t.Seed,
             t.LogEvery,
             checkpointEvery ?? t.CheckpointEvery,
-            evalTokens ?? t.EvalTokens);
+            evalTokens ?? t.EvalTokens,
+            t.CurriculumStartLength,
+            t.CurriculumSteps,
+            t.CopyWarmupShare,
+            t.CopyWarmupSteps);
 
     /// <summary>Where the training text comes from: exactly one of the three is set.</summary>
     internal sealed record CorpusSource(string? Text, string? Path, long? DefaultMaxCharacters);

@@ -11,6 +11,7 @@ open LongNet.Text
 open LongNet.Training
 open LongNet.Cli.Args
 open LongNet.Cli.Errors
+open LongNet.Experiments
 
 /// Usage text.
 let help =

@@ -16,6 +16,7 @@ open LongNet.Text
 open LongNet.Training
 open LongNet.Cli.Args
 open LongNet.Cli.Errors
+open LongNet.Experiments
 
 /// Usage text.
 let help =
@@ -125,7 +126,7 @@ let private trainRun (outDir: string) (config: RunConfig) (init: string option) 
     let corpus = Passkey.corpus tokenizer config.Train.SeqLen
 
     let outcome =
-        TrainLoop.run
+        TrainProgress.run
             session
             corpus
             {

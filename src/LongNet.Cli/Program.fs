@@ -17,12 +17,22 @@ let private commands: (string * string * (string list -> int) * string) list =
         Bench.run,
         Bench.help
         "train", "train a LongNet language model on a corpus or on generated passkey samples", Train.run, Train.help
-        "eval", "perplexity of a checkpoint at several sequence lengths", Evaluate.run, Evaluate.help
+        "eval",
+        "perplexity of a checkpoint: by window length, by context, by position, over 1M tokens",
+        Evaluate.run,
+        Evaluate.help
         "generate",
         "continue a prompt with a checkpoint (KV-cache decoding where the model has one)",
         Generate.run,
         Generate.help
-        "demo", "the main job: train, evaluate and sample a small LongNet in minutes", ModelDemo.run, ModelDemo.help
+        "demo",
+        "the main job: train a LongNet at 8192 tokens and measure how it uses long context",
+        ModelDemo.run,
+        ModelDemo.help
+        "context-study",
+        "LongNet against local-only and dense attention at the same training budget",
+        ContextStudyCommand.run,
+        ContextStudyCommand.help
         "passkey", "passkey retrieval over prompt lengths × depths (table, JSON, heatmap)", Passkey.run, Passkey.help
         "passkey-study",
         "the CASM experiment: train, CRD-NTK fine-tune and passkey-evaluate tiny models (docs/passkey)",

@@ -25,7 +25,7 @@ Trains a LongNet language model (a Transformer whose attention is dilated attent
   --task NAME       text (default: windows of --corpus) or passkey (generated passkey prompts with their
                     answers, at a random depth; no corpus needed) — teaches a model passkey retrieval
   --config PATH     a JSON run configuration: { "preset", "model", "train", "tokenizer" } (all optional)
-  --preset NAME     a built-in configuration instead of --config: tiny, demo, small
+  --preset NAME     a built-in configuration instead of --config: tiny, demo, small, longctx
   --out DIR         the run folder: checkpoint.ckpt, config.json, train_log.csv, validation_log.csv
   --resume          continue the run in DIR (same corpus; --config/--preset, if given, must match it)
   --steps N         total optimizer steps of the run (overrides the configuration; may extend a resumed run)
@@ -101,6 +101,12 @@ let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
 
     let seqLen = defaultArg seqLen c.Train.SeqLen
     let task = defaultArg (taskFrom p) c.Train.Task
+
+    if task = PasskeySamples && c.Train.CurriculumStartLength > 0 then
+        raise (
+            Args.UsageError
+                "--task passkey: this configuration has a sequence-length curriculum (curriculumStartLength), which applies to text windows only; use another --preset or a --config without one."
+        )
 
     let shortestSample =
         match task with
@@ -213,6 +219,7 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
     let leader = split |> Option.forall (fun c -> c.Rank = 0)
     Native.ensureLoaded () |> ignore
     let checkpoint = TrainLoop.checkpointPath outDir
+    let source = lazy (Corpus.readSource (Args.required p "--corpus") |> orFail)
 
     let session =
         if resume then
@@ -242,7 +249,11 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
                 fail $"'{outDir}' already holds a checkpoint; pass --resume to continue it, or choose another --out."
 
             let config = overrides p requested.Value
-            let tokenizer = RunConfig.tokenizer config |> orFail
+
+            let tokenizer =
+                match config.Tokenizer, config.Train.Task with
+                | LearnedBpe _, TextWindows -> RunConfig.tokenizerFor config source.Value |> orFail
+                | _ -> RunConfig.tokenizer config |> orFail
 
             let session =
                 match split with
@@ -268,7 +279,7 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
     let corpus =
         match session.Config.Train.Task with
         | PasskeySamples -> Passkey.corpus session.Tokenizer session.Config.Train.SeqLen
-        | TextWindows -> Loading.loadCorpus session.Tokenizer (Args.required p "--corpus")
+        | TextWindows -> Loading.corpusOf session.Tokenizer source.Value
 
     if leader then
         Directory.CreateDirectory outDir |> ignore
@@ -287,7 +298,7 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
                 session.Config.Train.SeqLen)
 
     let outcome =
-        TrainLoop.run
+        TrainProgress.run
             session
             corpus
             {
@@ -359,7 +370,7 @@ let run (argv: string list) : int =
             let requested = configFrom p
 
             if not resume && requested.IsNone then
-                raise (Args.UsageError "give --config PATH or --preset NAME (tiny, demo, small).")
+                raise (Args.UsageError "give --config PATH or --preset NAME (tiny, demo, small, longctx).")
 
             match Args.optional p "--ranks" |> Option.map (Args.toInt "--ranks" 1L 4096L >> int) with
             | None -> train p None

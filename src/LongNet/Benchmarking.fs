@@ -210,36 +210,13 @@ module Benchmarking =
         ]
         |> median
 
-    let private residentKb (field: string) =
-        try
-            File.ReadLines "/proc/self/status"
-            |> Seq.tryFind (fun l -> l.StartsWith(field + ":"))
-            |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries).[1]))
-        with _ ->
-            None
-
     /// Runs `work` and returns the process's peak resident memory above the baseline, in MB (Linux, CPU only).
     let peakMemory (device: torch.Device) (work: unit -> unit) : float option =
         if device.``type`` <> DeviceType.CPU then
             work ()
             None
         else
-            GC.Collect()
-
-            let reset =
-                try
-                    File.WriteAllText("/proc/self/clear_refs", "5")
-                    true
-                with _ ->
-                    false
-
-            let baseline = residentKb "VmRSS"
-            work ()
-            let peak = residentKb "VmHWM"
-
-            match reset, baseline, peak with
-            | true, Some b, Some p -> Some(max 0.0 (p - b) / 1024.0)
-            | _ -> None
+            ProcessMemory.measure work |> Option.map _.AboveBaselineMb
 
     /// The GEMM rate in GFLOP/s: the median time of a 2048³ matmul in `dtype` on `device`.
     let gemmGflops (dtype: torch.ScalarType) (device: torch.Device) (repeats: int) : float =

@@ -1,4 +1,4 @@
-/// Dilated attention (LongNet, seed 000 §2.2): for every group (w, r) — segment, dilate, attend,
+/// Dilated attention (LongNet: Ding et al. 2023, arXiv 2307.02486, §2.2): for every group (w, r) — segment, dilate, attend,
 /// scatter — then mix the groups by their log-sum-exps.
 /// Notation: b batch, h heads, n length, d head dim, w segment length, r dilation rate.
 module LongNet.DilatedAttention

@@ -2,7 +2,7 @@
 /// heads — which positions each head of each group keeps, attended (query, key) pairs, FLOPs, a
 /// memory estimate, and the attention graph with its diameter (by BFS). No tensors.
 ///
-/// Definitions (semantics.md): group (w, r) splits 0 … N−1 into segments [k·w, (k+1)·w); head j keeps
+/// Definitions: group (w, r) splits 0 … N−1 into segments [k·w, (k+1)·w); head j keeps
 /// local positions s_j, s_j + r, … < w that are < N. The kept positions of one (group, head, segment)
 /// form a block: each kept query attends to each kept key of its block (causal: keys ≤ the query).
 module LongNet.Plan

@@ -19,8 +19,3 @@ let split (w: int) (x: torch.Tensor) : torch.Tensor =
             torch.nn.functional.pad (x, [| 0L; 0L; 0L; s * int64 w - n |])
 
     padded.view (b, h, s, int64 w, d)
-
-/// Joins `[b, h, s, w, d]` back into `[b, h, n, d]`, dropping the padding past n.
-let merge (n: int64) (x: torch.Tensor) : torch.Tensor =
-    let b, h, s, w, d = x.shape.[0], x.shape.[1], x.shape.[2], x.shape.[3], x.shape.[4]
-    x.reshape(b, h, s * w, d).narrow(2L, 0L, n)

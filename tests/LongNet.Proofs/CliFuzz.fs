@@ -125,8 +125,13 @@ let private vocabulary: (string * (string * ValueKind) list * string list) list 
             "--json", OutputPath
             "--max-tokens", Count
             "--split", SplitName
+            "--context", Numbers
+            "--targets", Count
+            "--windows", Count
+            "--window", Count
+            "--long", Count
         ],
-        []
+        [ "--by-position" ]
         "generate",
         [
             "--checkpoint", MissingFile
@@ -144,9 +149,19 @@ let private vocabulary: (string * (string * ValueKind) list * string list) list 
             "--out", OutputPath
             "--minutes", Number
             "--corpus", MissingFile
-            "--preset", PresetName
-            "--steps", Count
             "--seed", Count
+            "--base", MissingFile
+            "--long", Count
+            "--windows", Count
+        ],
+        [ "--from-scratch" ]
+        "context-study",
+        [
+            "--out", OutputPath
+            "--minutes", Number
+            "--corpus", MissingFile
+            "--seed", Count
+            "--windows", Count
         ],
         []
         "passkey",
@@ -177,6 +192,7 @@ let private forced: Map<string, Piece list> =
         [
             "train", [ Option("--corpus", "missing.txt"); Option("--out", "out") ]
             "demo", [ Option("--corpus", "missing.txt"); Option("--out", "out") ]
+            "context-study", [ Option("--corpus", "missing.txt"); Option("--out", "out") ]
             "eval", [ Option("--checkpoint", "missing.ckpt") ]
             "generate", [ Option("--checkpoint", "missing.ckpt") ]
             "passkey", [ Option("--checkpoint", "missing.ckpt") ]

@@ -147,6 +147,7 @@ let private settingsOf (c: LayerCase) : AttentionSettings =
             | _ -> c.Dropout
         Bias = c.Bias
         LayerNormEpsilon = 1e-5
+        SmearedKeys = false
     }
 
 /// The parameters the settings' error may name (empty: the settings are valid).

@@ -237,7 +237,8 @@ let ``every command answers --help with exit code 0`` () =
     Assert.Contains("attend", commands)
     Assert.Contains("plan", commands)
 
-    Assert.Equal(10, commands.Length) // attend … attention-demo and passkey-study
+    Assert.Contains("context-study", commands)
+    Assert.Equal(11, commands.Length) // attend … attention-demo, passkey-study and context-study
 
     for command in commands do
         let code, text, err = longnet [ command; "--help" ]

@@ -31,6 +31,7 @@ type CacheCase =
         Position: PositionEncoding
         Offsets: HeadOffsets
         SubLayerNorm: bool
+        SmearedKeys: bool
         Batch: int
         Length: int
         Prefill: int
@@ -41,7 +42,7 @@ type CacheCase =
         let groups = c.Groups |> List.map (fun (w, r) -> $"({w},{r})") |> String.concat " "
 
         $"groups=[{groups}] h={c.Heads} d={c.HeadDim} layers={c.Layers} {c.FeedForward} {c.Position} {c.Offsets} "
-        + $"subLN={c.SubLayerNorm} b={c.Batch} n={c.Length} prefill={c.Prefill} seed={c.Seed}"
+        + $"subLN={c.SubLayerNorm} smear={c.SmearedKeys} b={c.Batch} n={c.Length} prefill={c.Prefill} seed={c.Seed}"
 
     override c.ToString() = c.Display
 
@@ -59,6 +60,7 @@ let configOf (c: CacheCase) : ModelConfig =
         Offsets = c.Offsets
         Position = c.Position
         SubLayerNorm = c.SubLayerNorm
+        SmearedKeys = c.SmearedKeys
         MaxPositions = 2000
     }
 
@@ -84,6 +86,7 @@ let private caseGen =
 
         let! offsets = Gen.elements [ Paper; Blocks ]
         let! subLn = Gen.elements [ false; true ]
+        let! smear = Gen.elements [ false; true ]
         let! batch = Gen.choose (1, 2)
         let! length = Gen.choose (1, 4 * largest + 5)
         let! prefill = Gen.choose (1, length)
@@ -99,6 +102,7 @@ let private caseGen =
                 Position = position
                 Offsets = offsets
                 SubLayerNorm = subLn
+                SmearedKeys = smear
                 Batch = batch
                 Length = length
                 Prefill = prefill
@@ -119,6 +123,12 @@ let decodeBothWays (c: CacheCase) : float * int64 =
     model.``to`` (torch.float64) |> ignore
     model.eval ()
     use _ = torch.no_grad ()
+
+    // smearing gates away from their initial ½, different per head and layer
+    for struct (name, p) in model.named_parameters () do
+        if name.EndsWith "k_smear" then
+            p.copy_ (torch.randn (p.shape, dtype = p.dtype)) |> ignore
+
     let tokens = torch.randint (13L, [| int64 c.Batch; int64 c.Length |])
     let full = model.forward tokens
     use cache = model.NewCache()
@@ -161,6 +171,7 @@ let ``decoding 1000 positions with segments up to 64 stays exact and bounded`` (
             Position = Rope Rope.defaultRope
             Offsets = Paper
             SubLayerNorm = false
+            SmearedKeys = true
             Batch = 1
             Length = 1000
             Prefill = 3

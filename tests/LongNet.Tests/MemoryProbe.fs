@@ -82,6 +82,7 @@ let attentionLayer () : MultiheadDilatedAttention =
             Dropout = 0.1
             Bias = true
             LayerNormEpsilon = 1e-5
+            SmearedKeys = false
         }
     )
 

@@ -41,6 +41,7 @@ let private attentionSettings position causal =
         Dropout = 0.0
         Bias = true
         LayerNormEpsilon = 1e-5
+        SmearedKeys = false
     }
 
 let private maxDiff (a: torch.Tensor) (b: torch.Tensor) =
@@ -104,6 +105,143 @@ let ``the decoder is causal: changing later tokens leaves earlier logits unchang
     let a, b = model.forward tokens, model.forward changed
     Assert.True(maxDiff (a.narrow (1L, 0L, 20L)) (b.narrow (1L, 0L, 20L)) < 1e-12)
     Assert.True(maxDiff a b > 1e-6)
+
+[<Fact>]
+let ``with smeared keys the decoder stays causal`` () =
+    init.Force()
+    use scope = torch.NewDisposeScope()
+    torch.manual_seed 3L |> ignore
+
+    use model =
+        new LongNetModel(
+            { small Decoder with
+                SmearedKeys = true
+            }
+        )
+
+    model.``to`` (torch.float64) |> ignore
+    let tokens = torch.randint (17L, [| 1L; 29L |])
+    let changed = tokens.clone ()
+    changed.narrow(1L, 20L, 9L).fill_(5L.ToScalar()) |> ignore
+    let a, b = model.forward tokens, model.forward changed
+    Assert.True(maxDiff (a.narrow (1L, 0L, 20L)) (b.narrow (1L, 0L, 20L)) < 1e-12)
+    Assert.True(maxDiff a b > 1e-6)
+
+[<Fact>]
+let ``smeared keys whose gates are fully open equal plain keys, and a closed gate reads the previous key`` () =
+    init.Force()
+    use scope = torch.NewDisposeScope()
+    torch.manual_seed 5L |> ignore
+    use plain = new LongNetModel(small Decoder)
+    torch.manual_seed 5L |> ignore
+
+    use smeared =
+        new LongNetModel(
+            { small Decoder with
+                SmearedKeys = true
+            }
+        )
+
+    for m in [ plain; smeared ] do
+        m.``to`` (torch.float64) |> ignore
+
+    let gates =
+        [
+            for struct (name, p) in smeared.named_parameters () do
+                if name.EndsWith "k_smear" then
+                    p
+        ]
+
+    Assert.Equal(2, gates.Length) // one per layer
+
+    use _ = torch.no_grad ()
+    let tokens = torch.randint (17L, [| 2L; 21L |])
+
+    for g in gates do
+        g.fill_ (60.0.ToScalar()) |> ignore // sigmoid(60) = 1 in float64
+
+    Assert.True(maxDiff (plain.forward tokens) (smeared.forward tokens) < 1e-12)
+
+    for g in gates do
+        g.fill_ (0.0.ToScalar()) |> ignore
+
+    Assert.True(maxDiff (plain.forward tokens) (smeared.forward tokens) > 1e-6)
+
+[<Fact>]
+let ``a smeared key is the gate's mix of this position's key and the previous one's`` () =
+    init.Force()
+    use scope = torch.NewDisposeScope()
+
+    // without biases the key projection is linear, so smearing the raw keys equals smearing the inputs
+    let settings smeared =
+        { attentionSettings (Rope Rope.defaultRope) true with
+            Bias = false
+            SmearedKeys = smeared
+        }
+
+    torch.manual_seed 9L |> ignore
+    use plain = new MultiheadDilatedAttention("attn", settings false)
+    torch.manual_seed 9L |> ignore
+    use smeared = new MultiheadDilatedAttention("attn", settings true)
+
+    for m in [ plain; smeared ] do
+        m.``to`` (torch.float64) |> ignore
+
+    use _ = torch.no_grad ()
+    let q = torch.randn (2L, 19L, 12L, dtype = torch.float64)
+    let k = torch.randn (2L, 19L, 12L, dtype = torch.float64)
+    let v = torch.randn (2L, 19L, 12L, dtype = torch.float64)
+    // the previous position's input; zeros before the first
+    let previous =
+        torch.cat ([| torch.zeros (2L, 1L, 12L, dtype = torch.float64); k.narrow (1L, 0L, 18L) |], 1L)
+
+    let gate = smeared.get_parameter "k_smear"
+
+    gate.fill_ ((-60.0).ToScalar()) |> ignore // sigmoid(−60) ≈ 9e-27: the previous key alone
+    Assert.True(maxDiff (plain.Forward(q, previous, v)) (smeared.Forward(q, k, v)) < 1e-12)
+
+    gate.fill_ (0.0.ToScalar()) |> ignore // g = ½: the mean of the two
+    Assert.True(maxDiff (plain.Forward(q, (k + previous) / 2.0, v)) (smeared.Forward(q, k, v)) < 1e-12)
+
+[<Fact>]
+let ``a model with smeared keys built inside a dispose scope outlives the scope`` () =
+    init.Force()
+
+    let model =
+        use _ = torch.NewDisposeScope()
+
+        new LongNetModel(
+            { small Decoder with
+                SmearedKeys = true
+            }
+        )
+
+    use model = model
+    use scope = torch.NewDisposeScope()
+    let logits = model.forward (torch.randint (17L, [| 1L; 9L |]))
+    Assert.Equal<int64[]>([| 1L; 9L; 17L |], logits.shape)
+
+[<Fact>]
+let ``a model with smeared keys is refused for training split over ranks, naming the field`` () =
+    init.Force()
+
+    let config =
+        { LongNet.Training.RunConfig.tiny with
+            Model =
+                { LongNet.Training.RunConfig.tiny.Model with
+                    SmearedKeys = true
+                }
+        }
+
+    let outcome =
+        LongNet.Distributed.Simulated.run 2 (fun comm ->
+            match LongNet.Training.TrainSession.Create(config, LongNet.Text.Tokenizer.byteLevel (), comm) with
+            | Ok s ->
+                (s :> IDisposable).Dispose()
+                "accepted"
+            | Error e -> e)
+
+    Assert.All(outcome, (fun e -> Assert.StartsWith("model.smearedKeys", e)))
 
 [<Fact>]
 let ``the encoder is not causal: a later token changes earlier outputs in its segment`` () =

@@ -1,4 +1,4 @@
-/// Sequence-parallel dilated attention (LongNet, seed 000 §3): each rank holds a contiguous slice of the
+/// Sequence-parallel dilated attention (LongNet: Ding et al. 2023, arXiv 2307.02486, §3): each rank holds a contiguous slice of the
 /// sequence (see `ShardPlan`); a group whose segments lie inside one slice is computed locally; for a
 /// segment that spans ranks, each rank sends its *dilated* keys/values (the kept rows of each head) to
 /// exactly the ranks the segment spans, attends its own queries to all kept keys of the segment, and

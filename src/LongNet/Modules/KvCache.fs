@@ -25,6 +25,7 @@ module internal CacheScalars =
 type LayerCache() =
     let mutable keys: torch.Tensor option = None
     let mutable values: torch.Tensor option = None
+    let mutable previousKey: torch.Tensor option = None
     let mutable start = 0L
 
     /// Cached keys `[b, h, rows, d]`, if any.
@@ -33,6 +34,14 @@ type LayerCache() =
     member _.Values = values
     /// The position of row 0.
     member _.Start = start
+
+    /// The raw (unsmeared, unrotated) key `[b, 1, e]` of the last position seen, for smeared keys.
+    member _.PreviousKey = previousKey
+
+    /// Keeps a copy of the raw key `[b, 1, e]` of the last position seen (smeared keys).
+    member _.SetPreviousKey(k: torch.Tensor) =
+        previousKey |> Option.iter _.Dispose()
+        previousKey <- Some(k.detach().contiguous().clone().DetachFromDisposeScope())
 
     /// The number of cached rows.
     member _.Rows =
@@ -83,8 +92,10 @@ type LayerCache() =
     member _.Clear() =
         keys |> Option.iter _.Dispose()
         values |> Option.iter _.Dispose()
+        previousKey |> Option.iter _.Dispose()
         keys <- None
         values <- None
+        previousKey <- None
         start <- 0L
 
     interface IDisposable with

@@ -1,4 +1,4 @@
-/// The LongNet language model (seed 000 §4): token embedding, N pre-LN blocks of multi-head dilated
+/// The LongNet language model (Ding et al. 2023, arXiv 2307.02486, §4): token embedding, N pre-LN blocks of multi-head dilated
 /// attention and a feed-forward network, a final LayerNorm and an output head tied to the embedding.
 /// The decoder is causal and decodes incrementally with an exact KV cache; the encoder is non-causal.
 /// Notation: b batch, n positions, e embedding width, V vocabulary size.
@@ -61,6 +61,26 @@ type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as 
             TensorOps.plus x (attention.Forward(attentionNorm.forward x, positions, cache))
 
         (feedForwardPart x).MoveToOuterDisposeScope()
+
+    /// `[b, n, e]` → `[b, n, e]` without autograd, the feed-forward network run on at most `chunk`
+    /// positions at a time (memory for one long window); the result equals `Forward` without a cache.
+    member _.ForwardChunked(x: torch.Tensor, positions: PositionInputs, chunk: int) : torch.Tensor =
+        use _ = torch.no_grad ()
+        use scope = torch.NewDisposeScope()
+
+        let h =
+            TensorOps.plus x (attention.Forward(attentionNorm.forward x, positions, None))
+
+        let n = h.shape.[1]
+
+        for start in 0L .. int64 chunk .. n - 1L do
+            use inner = torch.NewDisposeScope()
+            let part = h.narrow (1L, start, min (int64 chunk) (n - start))
+
+            part.add_ (dropout.forward (feedForward.forward (feedForwardNorm.forward part)))
+            |> ignore
+
+        h.MoveToOuterDisposeScope()
 
     /// This rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of `slice`, with the
     /// position `tables` of its positions → `[b, slice.Length, e]`. Collective (see `SequenceSlice`).
@@ -359,6 +379,56 @@ type LongNetModel(config: ModelConfig) as this =
     member m.ForwardAt(tokens: torch.Tensor, positions: int64[], scaling: ScalingMethod option) : torch.Tensor =
         use scope = torch.NewDisposeScope()
         (project (m.HiddenAt(tokens, positions, scaling, None))).MoveToOuterDisposeScope()
+
+    /// The negative log-likelihood `[b, n]` (float32; float64 for a float64 model) of `targets` `[b, n]`
+    /// after `tokens` `[b, n]`, without autograd and layer by layer, the feed-forward networks and the
+    /// output head run on at most `chunk` positions at a time — memory linear in n with a small constant,
+    /// for very long windows.
+    member m.NllChunked(tokens: torch.Tensor, targets: torch.Tensor, chunk: int) : torch.Tensor =
+        checkTokens tokens (if tokens.Dimensions = 2L then tokens.shape.[1] else 0L)
+
+        if chunk < 1 then
+            invalidArg "chunk" $"chunk must be ≥ 1, got {chunk}."
+
+        if isNull (box targets) || targets.shape <> tokens.shape then
+            invalidArg "targets" "targets must have the shape of tokens."
+
+        use _ = torch.no_grad ()
+        use scope = torch.NewDisposeScope()
+        let n = tokens.shape.[1]
+        let x = embedding.forward tokens
+        let inputs = m.Positions(Array.init (int n) int64, int n, None, x.dtype, x.device)
+        let mutable x = x
+
+        for i in 0 .. config.Layers - 1 do
+            let next = blocks.[i].ForwardChunked(x, inputs, chunk)
+            x.Dispose()
+            x <- next
+
+        let wide =
+            if x.dtype = torch.ScalarType.Float64 then
+                torch.ScalarType.Float64
+            else
+                torch.ScalarType.Float32
+
+        let nll = torch.empty ([| tokens.shape.[0]; n |], wide)
+
+        for start in 0L .. int64 chunk .. n - 1L do
+            use inner = torch.NewDisposeScope()
+            let length = min (int64 chunk) (n - start)
+            let logits = project (finalNorm.forward (x.narrow (1L, start, length)))
+
+            let part =
+                torch.nn.functional.cross_entropy (
+                    logits.to_type(wide).reshape(-1L, logits.shape.[2]),
+                    targets.narrow(1L, start, length).reshape -1L,
+                    reduction = torch.nn.Reduction.None
+                )
+
+            nll.narrow(1L, start, length).copy_(part.view (tokens.shape.[0], length))
+            |> ignore
+
+        nll.MoveToOuterDisposeScope()
 
     /// A fresh, empty KV cache for this model.
     member _.NewCache() : KvCache = new KvCache(config.Layers)

@@ -1,4 +1,4 @@
-/// The configuration of a LongNet language model (seed 000 §4): a Transformer whose attention is
+/// The configuration of a LongNet language model (Ding et al. 2023, arXiv 2307.02486, §4): a Transformer whose attention is
 /// dilated attention. A record with defaults, a validating check that names the offending field, and a
 /// JSON form (camelCase field names, every field optional).
 namespace LongNet.Modules
@@ -55,6 +55,9 @@ type ModelConfig =
         LayerNormEpsilon: float
         /// The longest sequence the model accepts (forward, evaluation and generation).
         MaxPositions: int
+        /// Smeared keys (each key mixed with the previous position's by a learnt gate per head), so one
+        /// attention layer can copy what followed an earlier occurrence of the current token.
+        SmearedKeys: bool
     }
 
 /// Defaults, validation and JSON of `ModelConfig`.
@@ -81,6 +84,7 @@ module ModelConfig =
             TiedEmbeddings = true
             LayerNormEpsilon = 1e-5
             MaxPositions = 1 <<< 20
+            SmearedKeys = false
         }
 
     /// The select-and-merge options written for a model that does not use them (and read when absent).
@@ -192,6 +196,7 @@ module ModelConfig =
             Dropout = c.Dropout
             Bias = c.Bias
             LayerNormEpsilon = c.LayerNormEpsilon
+            SmearedKeys = c.SmearedKeys
         }
 
     /// Checks every field; the error names the first offending one (as in the JSON file).
@@ -440,6 +445,7 @@ module ModelConfig =
         set "tiedEmbeddings" (bool c.TiedEmbeddings)
         set "layerNormEpsilon" (float c.LayerNormEpsilon)
         set "maxPositions" (int c.MaxPositions)
+        set "smearedKeys" (bool c.SmearedKeys)
         o
 
     /// The names of the JSON fields.
@@ -467,6 +473,7 @@ module ModelConfig =
             "tiedEmbeddings"
             "layerNormEpsilon"
             "maxPositions"
+            "smearedKeys"
         ]
 
     /// Reads a configuration from a JSON object (`section` names it in errors), starting from
@@ -587,6 +594,7 @@ module ModelConfig =
                 LayerNormEpsilon =
                     r.Float("layerNormEpsilon", fallback.LayerNormEpsilon, (fun x -> x > 0.0 && x < 1.0), "in (0, 1)")
                 MaxPositions = r.Int("maxPositions", fallback.MaxPositions, 1, big)
+                SmearedKeys = r.Bool("smearedKeys", fallback.SmearedKeys)
             })
         |> Result.bind (fun c ->
             validate c

@@ -69,6 +69,10 @@ type AttentionSettings =
         Bias: bool
         /// ε of the sub-LN.
         LayerNormEpsilon: float
+        /// Smeared keys: each position's key is mixed with the previous position's, k'ₚ = g·kₚ + (1 − g)·kₚ₋₁,
+        /// with a learnt gate g per head (before the position encoding) — one layer can then match "the
+        /// token before this key" (an induction head) without a previous-token head below it.
+        SmearedKeys: bool
     }
 
 /// Validation of `AttentionSettings`.
@@ -156,6 +160,40 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
 
     let causal = settings.Dilated.Causal
     let scale = DilatedConfig.scaleFor settings.Dilated (int d)
+
+    // the smearing gates' logits, one per head (g = sigmoid, ½ at the start)
+    do
+        if settings.SmearedKeys then
+            // owned by the module, not by a dispose scope the module happens to be built in
+            let gates = Parameter(torch.zeros [| h |])
+            gates.DetachFromDisposeScope() |> ignore
+            this.register_parameter ("k_smear", gates)
+
+    // k'ₚ = g·kₚ + (1 − g)·kₚ₋₁ over raw keys `[b, n, e]`; `previous` `[b, 1, e]` is the raw key before
+    // position 0 (zeros at the start of a sequence).
+    let smear (previous: torch.Tensor option) (k: torch.Tensor) =
+        if not settings.SmearedKeys then
+            k
+        else
+            use scope = torch.NewDisposeScope()
+            // looked up by name: moving the module to another dtype or device replaces the parameter
+            let logits = this.get_parameter "k_smear"
+            let gate = torch.sigmoid(logits).repeat_interleave(d).view(1L, 1L, e)
+            let n = k.shape.[1]
+
+            let before =
+                match previous with
+                | Some p -> p
+                | None -> torch.zeros_like (k.narrow (1L, 0L, 1L))
+
+            let shifted =
+                if n = 1L then
+                    before
+                else
+                    torch.cat ([| before; k.narrow (1L, 0L, n - 1L) |], 1L)
+
+            // g·k + (1 − g)·shifted, with no temporary Scalar
+            torch.lerp(shifted, k, gate).MoveToOuterDisposeScope()
 
     // The layer's attention over rotated q, k (or raw q, k when renumbered select-merge rotates them):
     // dilated on the default kernel (libtorch's fused kernels where they serve the dtype and device, with
@@ -262,8 +300,10 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         use scope = torch.NewDisposeScope()
         let n = x.shape.[1]
 
+        let rawKeys = key.forward x
+
         let q, k =
-            Rope.apply (rotates positions) (splitHeads (query.forward x)) (splitHeads (key.forward x))
+            Rope.apply (rotates positions) (splitHeads (query.forward x)) (splitHeads (smear None rawKeys))
 
         let v = splitHeads (value.forward x)
 
@@ -273,6 +313,9 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         | Some c ->
             let first = KvCache.firstNeeded settings.Dilated n
             c.Reset(first, k.narrow (2L, first, n - first), v.narrow (2L, first, n - first))
+
+            if settings.SmearedKeys then
+                c.SetPreviousKey(rawKeys.narrow (1L, n - 1L, 1L))
         | None -> ()
 
         let attended = attend (ownRotation positions) q k v
@@ -284,6 +327,11 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     /// Collective: every rank calls it, and its backward, in the same order.
     member _.ForwardSlice(x: torch.Tensor, tables: Rope.Tables option, slice: SequenceSlice) : torch.Tensor =
         checkInput "x" x
+
+        if settings.SmearedKeys then
+            invalidOp
+                "smeared keys need the key before each slice's first position; sequence-parallel attention does not exchange it (train in one process)."
+
         use scope = torch.NewDisposeScope()
 
         let q, k =
@@ -314,7 +362,10 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         let positions = m.PlainPositions(int n, queryInput)
 
         let q, k =
-            Rope.apply (rotates positions) (splitHeads (query.forward queryInput)) (splitHeads (key.forward keyInput))
+            Rope.apply
+                (rotates positions)
+                (splitHeads (query.forward queryInput))
+                (splitHeads (smear None (key.forward keyInput)))
 
         let v = splitHeads (value.forward valueInput)
         let attended = attend (ownRotation positions) q k v
@@ -348,10 +399,20 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         use scope = torch.NewDisposeScope()
         let p = cache.Next
 
-        let q, k =
-            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+        let rawKey = key.forward x
+
+        let smeared =
+            match cache.PreviousKey with
+            | Some previous -> smear (Some previous) rawKey
+            | None -> smear None rawKey
+
+        let q, k = Rope.apply tables (splitHeads (query.forward x)) (splitHeads smeared)
 
         let v = splitHeads (value.forward x)
+
+        if settings.SmearedKeys then
+            cache.SetPreviousKey rawKey
+
         cache.Append(k, v)
         let attended, _ = KvCache.attendStep settings.Dilated p cache q
         cache.DropBefore(KvCache.firstNeeded settings.Dilated (p + 1L))

@@ -9,8 +9,8 @@ namespace LongNet.Modules
 open System
 open TorchSharp
 
-/// How positions are rescaled before the rotation. Only `Unscaled` exists today; position
-/// interpolation, NTK-aware, dynamic NTK, YaRN and CRD-NTK scalings are further cases of this type.
+/// How `Rope` itself treats positions: always unscaled. The scaled family (PI, NTK-aware, dynamic NTK,
+/// YaRN, CRD NTK) is `ScalingMethod` in PositionScaling.fs, which builds its own rotation tables.
 type PositionScaling =
     /// Position p rotates by p·θ^(−2i/d): plain RoPE.
     | Unscaled

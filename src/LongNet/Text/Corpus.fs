@@ -31,6 +31,10 @@ module Corpus =
     /// The share of tokens held out from the end when there are too few documents to split by document.
     let validationTail = 0.1
 
+    /// One reference-documentation file in this many is held out (`isHeldOutFile`): about 2 M held-out
+    /// tokens, enough for one 1,048,576-token window of unseen text.
+    let referenceHeldOutShare = 3
+
     let private looksBinary (bytes: byte[]) =
         let probe = min bytes.Length 8192
         Array.IndexOf(bytes, 0uy, 0, probe) >= 0
@@ -215,12 +219,12 @@ module Corpus =
 
         fromEnv @ fromRuntime @ fromPath |> List.distinct
 
-    /// The folders holding the reference assemblies' XML documentation
-    /// (`packs/Microsoft.NETCore.App.Ref/<version>/ref/net<x>/`), newest version first.
-    let referenceDocFolders () : string list =
+    /// The folders holding the XML documentation of a reference pack's assemblies
+    /// (`packs/<pack>/<version>/ref/net<x>/`), newest version first.
+    let packDocFolders (pack: string) : string list =
         dotnetRoots ()
         |> List.collect (fun root ->
-            let packs = Path.Combine(root, "packs", "Microsoft.NETCore.App.Ref")
+            let packs = Path.Combine(root, "packs", pack)
 
             if Directory.Exists packs then
                 [
@@ -242,6 +246,44 @@ module Corpus =
         |> List.sortByDescending fst
         |> List.map snd
         |> List.distinct
+
+    /// The folders holding the reference assemblies' XML documentation
+    /// (`packs/Microsoft.NETCore.App.Ref/<version>/ref/net<x>/`), newest version first.
+    let referenceDocFolders () : string list =
+        packDocFolders "Microsoft.NETCore.App.Ref"
+
+    /// The reference documentation as whole files, one document per XML file with its members in file
+    /// order: the newest Microsoft.NETCore.App.Ref, then the files only Microsoft.AspNetCore.App.Ref adds.
+    /// Returns (file name, text) ordered by file name; empty when no reference pack is installed.
+    let referenceDocumentFiles () : (string * string) list =
+        let newest pack =
+            match packDocFolders pack with
+            | folder :: _ ->
+                Directory.GetFiles(folder, "*.xml")
+                |> Array.map (fun f -> Path.GetFileName f, f)
+                |> List.ofArray
+            | [] -> []
+
+        let core = newest "Microsoft.NETCore.App.Ref"
+        let coreNames = core |> List.map fst |> Set.ofList
+
+        let aspNet =
+            newest "Microsoft.AspNetCore.App.Ref"
+            |> List.filter (fun (name, _) -> not (coreNames.Contains name))
+
+        core @ aspNet
+        |> List.sortWith (fun (a, _) (b, _) -> String.CompareOrdinal(a, b))
+        |> List.choose (fun (name, file) ->
+            let members =
+                try
+                    xmlDocumentation file
+                with _ ->
+                    []
+
+            if members.IsEmpty then
+                None
+            else
+                Some(name, String.Join("\n", members)))
 
     /// Keeps about `maxChars` characters of `documents`, spread evenly over the list (every k-th one).
     let spread (maxChars: int64) (documents: string list) : string list =
@@ -304,53 +346,153 @@ module Corpus =
 
             paragraphs, "the text bundled with LongNet (no .NET reference documentation was found)"
 
-    /// Tokenizes documents and splits them: with at least `validationStride` documents, every
-    /// `validationStride`-th document is held out; otherwise the last `validationTail` of the tokens.
-    /// Documents are joined by the tokenizer's end-of-text id when it has one.
-    let build (tokenizer: ITokenizer) (description: string) (documents: string list) : Result<Corpus, string> =
+    // The documents' token ids joined by the tokenizer's end-of-text id, if it has one.
+    let private join (tokenizer: ITokenizer) (docs: string list) =
+        let separator = tokenizer.EndOfText |> Option.toArray
+
+        docs
+        |> Array.ofList
+        |> Array.Parallel.map tokenizer.Encode
+        |> Array.filter (fun ids -> ids.Length > 0)
+        |> Array.collect (fun ids -> Array.append ids separator)
+
+    /// Tokenizes documents and holds out whole ones: those whose flag in `heldOut` is true form the
+    /// validation tokens (in document order), the others the training tokens.
+    let buildHeldOut
+        (heldOut: bool list)
+        (tokenizer: ITokenizer)
+        (description: string)
+        (documents: string list)
+        : Result<Corpus, string> =
+        if heldOut.Length <> documents.Length then
+            invalidArg "heldOut" $"heldOut must have one flag per document ({documents.Length}), got {heldOut.Length}."
+
         let characters = documents |> List.sumBy (fun d -> int64 d.Length)
 
         if characters = 0L then
             Error $"the corpus ({description}) is empty; give a file or folder holding text."
         else
-            let join (docs: string list) =
-                let separator = tokenizer.EndOfText |> Option.toArray
-
-                docs
-                |> List.map tokenizer.Encode
-                |> List.filter (fun ids -> ids.Length > 0)
-                |> List.collect (fun ids -> [ ids; separator ])
-                |> Array.concat
-
-            let train, validation =
-                if documents.Length >= validationStride then
-                    let indexed = documents |> List.indexed
-
-                    let pick held =
-                        indexed
-                        |> List.filter (fun (i, _) -> (i % validationStride = validationStride - 1) = held)
-                        |> List.map snd
-
-                    join (pick false), join (pick true)
-                else
-                    let all = join documents
-                    let cut = all.Length - int (ceil (float all.Length * validationTail))
-                    all.[.. cut - 1], all.[cut..]
+            let pick held =
+                List.zip heldOut documents
+                |> List.filter (fun (h, _) -> h = held)
+                |> List.map snd
 
             Ok
                 {
                     Description = description
                     Documents = documents.Length
                     Characters = characters
-                    Train = train
-                    Validation = validation
+                    Train = join tokenizer (pick false)
+                    Validation = join tokenizer (pick true)
                 }
 
-    /// Reads and tokenizes the corpus at `path` (a file or folder).
-    let load (tokenizer: ITokenizer) (path: string) : Result<Corpus, string> =
-        readDocuments path
-        |> Result.bind (fun documents ->
-            if documents |> List.sumBy (fun d -> d.Length) = 0 then
-                Error $"corpus '{path}' is empty; give a file or folder holding text."
+    /// Whether a reference-documentation file is held out: a third of the files, chosen by a stable hash
+    /// (FNV-1a) of the file name, so the split is the same on every machine whatever files it has.
+    let isHeldOutFile (fileName: string) : bool =
+        let mutable hash = 2166136261u
+
+        for c in fileName.ToLowerInvariant() do
+            hash <- (hash ^^^ uint32 c) * 16777619u
+
+        hash % uint32 referenceHeldOutShare = 0u
+
+    /// Tokenizes documents and splits them: with at least `validationStride` documents, every
+    /// `validationStride`-th document is held out; otherwise the last `validationTail` of the tokens.
+    /// Documents are joined by the tokenizer's end-of-text id when it has one.
+    let build (tokenizer: ITokenizer) (description: string) (documents: string list) : Result<Corpus, string> =
+        if documents.Length >= validationStride then
+            let heldOut =
+                documents |> List.mapi (fun i _ -> i % validationStride = validationStride - 1)
+
+            buildHeldOut heldOut tokenizer description documents
+        else
+            let characters = documents |> List.sumBy (fun d -> int64 d.Length)
+
+            if characters = 0L then
+                Error $"the corpus ({description}) is empty; give a file or folder holding text."
             else
-                build tokenizer $"'{Path.GetFullPath path}'" documents)
+                let all = join tokenizer documents
+                let cut = all.Length - int (ceil (float all.Length * validationTail))
+
+                Ok
+                    {
+                        Description = description
+                        Documents = documents.Length
+                        Characters = characters
+                        Train = all.[.. cut - 1]
+                        Validation = all.[cut..]
+                    }
+
+    /// The name that selects the built-in long-context corpus wherever a corpus path is asked for: the
+    /// .NET reference documentation as whole files in document order (`referenceDocumentFiles`), a third
+    /// of the files held out (`isHeldOutFile`).
+    let referenceDocsName = "builtin:dotnet-docs"
+
+    /// Documents read for a corpus, before tokenizing, with the rule that holds some out.
+    type Source =
+        {
+            /// Where the text came from, for reports.
+            Description: string
+            /// The documents, in order.
+            Documents: string list
+            /// Per document, whether it is held out (Some flags), or the default rule of `build` (None).
+            HeldOut: bool list option
+        }
+
+        /// The documents that are not held out (what a tokenizer may be learnt from).
+        member s.TrainingDocuments: string list =
+            match s.HeldOut with
+            | Some flags ->
+                List.zip flags s.Documents
+                |> List.filter (fun (held, _) -> not held)
+                |> List.map snd
+            | None when s.Documents.Length >= validationStride ->
+                s.Documents
+                |> List.indexed
+                |> List.filter (fun (i, _) -> i % validationStride <> validationStride - 1)
+                |> List.map snd
+            | None ->
+                // the tail held out by `build` is a share of tokens; learn from all but the last document
+                if s.Documents.Length > 1 then
+                    List.take (s.Documents.Length - 1) s.Documents
+                else
+                    s.Documents
+
+    /// Reads a corpus's documents: `referenceDocsName` for the built-in long-context corpus, else a text
+    /// file or a folder of them.
+    let readSource (path: string) : Result<Source, string> =
+        if path = referenceDocsName then
+            match referenceDocumentFiles () with
+            | [] ->
+                Error
+                    $"{referenceDocsName}: no .NET reference documentation was found (packs/Microsoft.NETCore.App.Ref under the .NET installation); install the .NET SDK or give a text corpus."
+            | files ->
+                Ok
+                    {
+                        Description =
+                            $"the .NET reference documentation ({files.Length} XML files as whole documents, a third held out by name)"
+                        Documents = files |> List.map snd
+                        HeldOut = Some(files |> List.map (fst >> isHeldOutFile))
+                    }
+        else
+            readDocuments path
+            |> Result.bind (fun documents ->
+                if documents |> List.sumBy (fun d -> d.Length) = 0 then
+                    Error $"corpus '{path}' is empty; give a file or folder holding text."
+                else
+                    Ok
+                        {
+                            Description = $"'{Path.GetFullPath path}'"
+                            Documents = documents
+                            HeldOut = None
+                        })
+
+    /// Tokenizes a source and splits it by its held-out rule.
+    let ofSource (tokenizer: ITokenizer) (source: Source) : Result<Corpus, string> =
+        match source.HeldOut with
+        | Some flags -> buildHeldOut flags tokenizer source.Description source.Documents
+        | None -> build tokenizer source.Description source.Documents
+
+    /// Reads and tokenizes the corpus at `path` (a file or folder, or `referenceDocsName`).
+    let load (tokenizer: ITokenizer) (path: string) : Result<Corpus, string> =
+        readSource path |> Result.bind (ofSource tokenizer)

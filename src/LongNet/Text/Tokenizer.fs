@@ -5,6 +5,7 @@ namespace LongNet.Text
 
 open System
 open System.IO
+open System.Collections.Generic
 open System.Text
 open Microsoft.ML.Tokenizers
 
@@ -14,6 +15,8 @@ type TokenizerSpec =
     | ByteLevel
     /// Byte-pair encoding with the given `vocab.json` and `merges.txt` contents.
     | Bpe of vocabJson: string * merges: string
+    /// LongNet's own byte-level BPE (see `BytePairEncoding`).
+    | ByteBpe of merges: BpeMerges
 
 /// Turns text into token ids and back.
 type ITokenizer =
@@ -82,6 +85,104 @@ type BpeTextTokenizer private (inner: BpeTokenizer, vocabJson: string, merges: s
         member _.Decode ids = inner.Decode(ids)
         member _.Spec = Bpe(vocabJson, merges)
 
+/// The tokenizer defined by byte-level BPE merges (see `BytePairEncoding`).
+[<Sealed>]
+type ByteBpeTokenizer(merges: BpeMerges) =
+    let ranks =
+        let d = Dictionary<int64, int>()
+
+        merges.Merges
+        |> Array.iteri (fun i (a, b) -> d.[(int64 a <<< 32) ||| int64 (uint32 b)] <- i)
+
+        d
+
+    let expansions =
+        let table = Array.zeroCreate<byte[]>(256 + merges.Merges.Length)
+
+        for i in 0..255 do
+            table.[i] <- [| byte i |]
+
+        merges.Merges
+        |> Array.iteri (fun i (a, b) -> table.[256 + i] <- Array.append table.[a] table.[b])
+
+        table
+
+    let cache =
+        Collections.Concurrent.ConcurrentDictionary<string, int[]>(StringComparer.Ordinal)
+
+    let encodeChunk (chunk: string) : int[] =
+        let word = ResizeArray(Encoding.UTF8.GetBytes chunk |> Array.map int)
+        let mutable go = word.Count > 1
+
+        while go do
+            let mutable bestRank = Int32.MaxValue
+            let mutable at = -1
+
+            for i in 0 .. word.Count - 2 do
+                match ranks.TryGetValue((int64 word.[i] <<< 32) ||| int64 (uint32 word.[i + 1])) with
+                | true, r when r < bestRank ->
+                    bestRank <- r
+                    at <- i
+                | _ -> ()
+
+            if at < 0 then
+                go <- false
+            else
+                let a, b = merges.Merges.[bestRank]
+                let created = 256 + bestRank
+                let mutable i = 0
+
+                while i < word.Count - 1 do
+                    if word.[i] = a && word.[i + 1] = b then
+                        word.[i] <- created
+                        word.RemoveAt(i + 1)
+
+                    i <- i + 1
+
+                go <- word.Count > 1
+
+        word.ToArray()
+
+    /// The merges this tokenizer applies.
+    member _.Merges = merges
+
+    interface ITokenizer with
+        member _.Name = $"byte-level BPE ({merges.VocabSize} ids)"
+        member _.VocabSize = merges.VocabSize
+        member _.EndOfText = Some merges.EndOfText
+
+        member _.Encode text =
+            let ids = ResizeArray<int>(text.Length / 3 + 1)
+
+            for m in BytePairEncoding.chunkPattern.Matches text do
+                let chunk = m.Value
+
+                let encoded =
+                    match cache.TryGetValue chunk with
+                    | true, e -> e
+                    | _ ->
+                        let e = encodeChunk chunk
+
+                        if cache.Count < 1_000_000 then
+                            cache.TryAdd(chunk, e) |> ignore
+
+                        e
+
+                ids.AddRange encoded
+
+            ids.ToArray()
+
+        member _.Decode ids =
+            let bytes = ResizeArray<byte>()
+
+            for id in ids do
+                if id >= 0 && id < expansions.Length then
+                    bytes.AddRange expansions.[id]
+
+            Encoding.UTF8.GetString(bytes.ToArray())
+
+        member _.Spec = ByteBpe merges
+
 /// Building tokenizers.
 module Tokenizer =
     /// The byte-level tokenizer.
@@ -91,6 +192,7 @@ module Tokenizer =
     let ofSpec (spec: TokenizerSpec) : Result<ITokenizer, string> =
         match spec with
         | ByteLevel -> Ok(byteLevel ())
+        | ByteBpe merges -> Ok(ByteBpeTokenizer merges :> ITokenizer)
         | Bpe(vocab, merges) ->
             try
                 Ok(BpeTextTokenizer.Create(vocab, merges) :> ITokenizer)

@@ -72,6 +72,9 @@ module Checkpoint =
 
         match spec with
         | ByteLevel -> o.["kind"] <- JsonValue.Create "byte"
+        | ByteBpe merges ->
+            o.["kind"] <- JsonValue.Create "byte-bpe"
+            o.["merges"] <- JsonValue.Create(BytePairEncoding.toText merges)
         | Bpe(vocab, merges) ->
             o.["kind"] <- JsonValue.Create "bpe"
             o.["vocabJson"] <- JsonValue.Create vocab
@@ -187,6 +190,8 @@ module Checkpoint =
 
                             match t.["kind"].GetValue<string>() with
                             | "byte" -> Ok ByteLevel
+                            | "byte-bpe" ->
+                                BytePairEncoding.ofText (t.["merges"].GetValue<string>()) |> Result.map ByteBpe
                             | "bpe" -> Ok(Bpe(t.["vocabJson"].GetValue<string>(), t.["merges"].GetValue<string>()))
                             | other -> Error $"unknown tokenizer kind '{other}'"
 

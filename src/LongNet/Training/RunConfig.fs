@@ -15,6 +15,10 @@ type TokenizerChoice =
     | ByteTokens
     /// BPE from a `vocab.json` and a `merges.txt` file.
     | BpeFiles of vocab: string * merges: string
+    /// Byte-level BPE learnt from the run's training documents, up to `vocabSize` ids (`BytePairEncoding.train`).
+    | LearnedBpe of vocabSize: int
+    /// Byte-level BPE from a merges file written by `BytePairEncoding.toText`.
+    | ByteBpeFile of merges: string
     /// The tokenizer stored in the checkpoint a run resumed from.
     | FromCheckpoint
 
@@ -108,9 +112,38 @@ module RunConfig =
             Tokenizer = ByteTokens
         }
 
+    /// "longctx": the long-context demo's model — byte-level BPE learnt from the training text (4096 ids),
+    /// e = 128, 3 layers, 8 heads, SwiGLU 352, groups (128,1) (512,2) (2048,4) (8192,8) (every head and
+    /// position covered: r ≤ heads), 8192-token sequences, one per step, lr 3e-3.
+    let longContext: RunConfig =
+        {
+            Model =
+                { ModelConfig.defaults with
+                    EmbedDim = 128
+                    Layers = 3
+                    Heads = 8
+                    FeedForwardDim = 352
+                    SegmentLengths = [ 128; 512; 2048; 8192 ]
+                    DilationRates = [ 1; 2; 4; 8 ]
+                    SmearedKeys = true
+                }
+            Train =
+                { TrainConfig.defaults with
+                    Steps = 100_000
+                    BatchSize = 1
+                    SeqLen = 8192
+                    LearningRate = 3e-3
+                    WarmupSteps = 50
+                    LogEvery = 10
+                    CheckpointEvery = 200
+                    EvalTokens = 16384
+                }
+            Tokenizer = LearnedBpe 4096
+        }
+
     /// The presets by name.
     let presets: (string * RunConfig) list =
-        [ "tiny", tiny; "demo", demo; "small", small ]
+        [ "tiny", tiny; "demo", demo; "small", small; "longctx", longContext ]
 
     /// The preset called `name`, or an error listing the known names.
     let preset (name: string) : Result<RunConfig, string> =
@@ -133,7 +166,7 @@ module RunConfig =
             | Error e -> Error $"{what}: {e}"
             | Ok basis ->
                 let tokenizerNode = JsonFields.Reader(root.Object "tokenizer", "tokenizer")
-                tokenizerNode.RejectUnknown [ "kind"; "vocab"; "merges" ]
+                tokenizerNode.RejectUnknown [ "kind"; "vocab"; "merges"; "vocabSize" ]
 
                 let tokenizer =
                     match tokenizerNode.String("kind", "byte").ToLowerInvariant() with
@@ -148,7 +181,22 @@ module RunConfig =
                             | p -> Path.GetFullPath(Path.Combine(baseDir, p))
 
                         Ok(BpeFiles(path "vocab", path "merges"))
-                    | other -> Error $"{what}: tokenizer.kind must be \"byte\" or \"bpe\", got \"{other}\"."
+                    | "byte-bpe" ->
+                        match tokenizerNode.String("merges", "") with
+                        | "" ->
+                            Ok(
+                                LearnedBpe(
+                                    tokenizerNode.Int(
+                                        "vocabSize",
+                                        4096,
+                                        BytePairEncoding.minVocabSize,
+                                        BytePairEncoding.maxVocabSize
+                                    )
+                                )
+                            )
+                        | p -> Ok(ByteBpeFile(Path.GetFullPath(Path.Combine(baseDir, p))))
+                    | other ->
+                        Error $"{what}: tokenizer.kind must be \"byte\", \"bpe\" or \"byte-bpe\", got \"{other}\"."
 
                 let model = ModelConfig.ofJson "model" basis.Model (root.Object "model")
                 let train = TrainConfig.ofJson "train" basis.Train (root.Object "train")
@@ -164,7 +212,7 @@ module RunConfig =
     /// Reads a run configuration file.
     let load (path: string) : Result<RunConfig, string> =
         if not (File.Exists path) then
-            Error $"config file '{path}' does not exist; give a JSON file or use --preset (tiny, demo, small)."
+            Error $"config file '{path}' does not exist; give a JSON file or use --preset (tiny, demo, small, longctx)."
         else
             try
                 let text = File.ReadAllText path
@@ -185,6 +233,12 @@ module RunConfig =
             t.["kind"] <- JsonValue.Create "bpe"
             t.["vocab"] <- JsonValue.Create v
             t.["merges"] <- JsonValue.Create m
+        | LearnedBpe size ->
+            t.["kind"] <- JsonValue.Create "byte-bpe"
+            t.["vocabSize"] <- JsonValue.Create size
+        | ByteBpeFile m ->
+            t.["kind"] <- JsonValue.Create "byte-bpe"
+            t.["merges"] <- JsonValue.Create m
         | FromCheckpoint -> t.["kind"] <- JsonValue.Create "checkpoint"
 
         o.["tokenizer"] <- t
@@ -195,7 +249,23 @@ module RunConfig =
         match c.Tokenizer with
         | ByteTokens -> Ok(Tokenizer.byteLevel ())
         | BpeFiles(v, m) -> Tokenizer.bpeFromFiles v m
+        | ByteBpeFile m ->
+            try
+                BytePairEncoding.ofText (File.ReadAllText m)
+                |> Result.map (fun merges -> ByteBpeTokenizer merges :> ITokenizer)
+                |> Result.mapError (fun e -> $"merges file '{m}': {e}")
+            with :? IOException as e ->
+                Error $"merges file '{m}' cannot be read: {e.Message}"
+        | LearnedBpe _ ->
+            Error "this run learns its tokenizer from its training text; build it with RunConfig.tokenizerFor."
         | FromCheckpoint -> Error "this run takes its tokenizer from its checkpoint; load the checkpoint instead."
+
+    /// Builds the tokenizer of a run whose text is `source`: a learnt BPE is learnt from the source's
+    /// training documents (deterministic); other choices as `tokenizer`.
+    let tokenizerFor (c: RunConfig) (source: Corpus.Source) : Result<ITokenizer, string> =
+        match c.Tokenizer with
+        | LearnedBpe size -> Ok(ByteBpeTokenizer(BytePairEncoding.train size source.TrainingDocuments) :> ITokenizer)
+        | _ -> tokenizer c
 
     /// The configuration with the model's vocabulary size set to the tokenizer's.
     let withVocabulary (tokenizer: ITokenizer) (c: RunConfig) : RunConfig =

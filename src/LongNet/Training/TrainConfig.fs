@@ -75,6 +75,17 @@ type TrainConfig =
         CheckpointEvery: int
         /// Validation tokens used for the loss logged every `CheckpointEvery` steps and at the end.
         EvalTokens: int
+        /// The first sequence length of a short-to-long curriculum (0: none): the length doubles in equal
+        /// stages over the first `CurriculumSteps` steps up to `SeqLen`, with `BatchSize × SeqLen / length`
+        /// sequences per micro-batch, so every step trains on the same number of tokens.
+        CurriculumStartLength: int
+        /// The steps the curriculum spans (after them every sequence has `SeqLen` tokens).
+        CurriculumSteps: int
+        /// The share of chunks repeated in the copy warm-up's training stream (0: no warm-up; see
+        /// `CopyWarmup.stream`).
+        CopyWarmupShare: float
+        /// The first steps that read their windows from the copy warm-up's stream.
+        CopyWarmupSteps: int
     }
 
 /// Defaults, validation and JSON of `TrainConfig`.
@@ -101,6 +112,10 @@ module TrainConfig =
             LogEvery = 10
             CheckpointEvery = 500
             EvalTokens = 16384
+            CurriculumStartLength = 0
+            CurriculumSteps = 0
+            CopyWarmupShare = 0.0
+            CopyWarmupSteps = 0
         }
 
     /// The schedule of a run.
@@ -120,6 +135,22 @@ module TrainConfig =
             Epsilon = c.Epsilon
             WeightDecay = c.WeightDecay
         }
+
+    /// The training sequence length at step `step` (1-based): `SeqLen`, or with a curriculum
+    /// `CurriculumStartLength · 2^stage`, the stages dividing the first `CurriculumSteps` steps equally.
+    let sequenceLengthAt (c: TrainConfig) (step: int) : int =
+        if c.CurriculumStartLength = 0 || step > c.CurriculumSteps then
+            c.SeqLen
+        else
+            let stages =
+                System.Numerics.BitOperations.Log2(uint (c.SeqLen / c.CurriculumStartLength))
+
+            let stage = int (int64 (max 0 (step - 1)) * int64 stages / int64 c.CurriculumSteps)
+            c.CurriculumStartLength <<< stage
+
+    /// Sequences per micro-batch at step `step`: `BatchSize × SeqLen / sequenceLengthAt step`.
+    let batchSizeAt (c: TrainConfig) (step: int) : int =
+        c.BatchSize * (c.SeqLen / sequenceLengthAt c step)
 
     /// Checks every field; the error names the first offending one.
     let validate (c: TrainConfig) : Result<TrainConfig, ConfigError> =
@@ -155,6 +186,40 @@ module TrainConfig =
             error "checkpointEvery" $"checkpointEvery must be ≥ 0, got {c.CheckpointEvery}."
         elif c.EvalTokens < 1 then
             error "evalTokens" $"evalTokens must be ≥ 1, got {c.EvalTokens}."
+        elif
+            c.CurriculumStartLength < 0
+            || c.CurriculumStartLength >= c.SeqLen && c.CurriculumStartLength <> 0
+        then
+            error
+                "curriculumStartLength"
+                $"curriculumStartLength must be 0 (no curriculum) or in [1, seqLen − 1 = {c.SeqLen - 1}], got {c.CurriculumStartLength}."
+        elif
+            c.CurriculumStartLength > 0
+            && (c.SeqLen % c.CurriculumStartLength <> 0
+                || System.Numerics.BitOperations.PopCount(uint (c.SeqLen / c.CurriculumStartLength))
+                   <> 1)
+        then
+            error
+                "curriculumStartLength"
+                $"curriculumStartLength must be seqLen = {c.SeqLen} divided by a power of two (the length doubles), got {c.CurriculumStartLength}."
+        elif c.CurriculumStartLength > 0 && c.CurriculumSteps < 1 then
+            error "curriculumSteps" $"curriculumSteps must be ≥ 1 with a curriculum, got {c.CurriculumSteps}."
+        elif c.CurriculumSteps < 0 then
+            error "curriculumSteps" $"curriculumSteps must be ≥ 0, got {c.CurriculumSteps}."
+        elif c.CurriculumStartLength > 0 && c.Task <> TextWindows then
+            error "curriculumStartLength" "a sequence-length curriculum applies to text windows (task \"text\") only."
+        elif not (c.CopyWarmupShare >= 0.0 && c.CopyWarmupShare < 1.0) then
+            error "copyWarmupShare" $"copyWarmupShare must be in [0, 1), got {c.CopyWarmupShare}."
+        elif c.CopyWarmupSteps < 0 then
+            error "copyWarmupSteps" $"copyWarmupSteps must be ≥ 0, got {c.CopyWarmupSteps}."
+        elif c.CopyWarmupShare > 0.0 && c.CopyWarmupSteps = 0 then
+            error "copyWarmupSteps" "copyWarmupSteps must be ≥ 1 when copyWarmupShare is above 0."
+        elif c.CopyWarmupShare > 0.0 && c.Task <> TextWindows then
+            error "copyWarmupShare" "the copy warm-up applies to text windows (task \"text\") only."
+        elif c.CopyWarmupShare > 0.0 && c.SeqLen <= CopyWarmup.maxChunk then
+            error
+                "copyWarmupShare"
+                $"the copy warm-up repeats chunks of up to {CopyWarmup.maxChunk} tokens; it needs seqLen > {CopyWarmup.maxChunk}, got {c.SeqLen}."
         else
             Ok c
 
@@ -179,6 +244,10 @@ module TrainConfig =
             "logEvery"
             "checkpointEvery"
             "evalTokens"
+            "curriculumStartLength"
+            "curriculumSteps"
+            "copyWarmupShare"
+            "copyWarmupSteps"
         ]
 
     /// The JSON form (every field written).
@@ -213,6 +282,10 @@ module TrainConfig =
         set "logEvery" (int c.LogEvery)
         set "checkpointEvery" (int c.CheckpointEvery)
         set "evalTokens" (int c.EvalTokens)
+        set "curriculumStartLength" (int c.CurriculumStartLength)
+        set "curriculumSteps" (int c.CurriculumSteps)
+        set "copyWarmupShare" (float c.CopyWarmupShare)
+        set "copyWarmupSteps" (int c.CopyWarmupSteps)
         o
 
     /// Reads a configuration from JSON (missing fields from `fallback`), then validates it.
@@ -276,6 +349,10 @@ module TrainConfig =
                 LogEvery = r.Int("logEvery", fallback.LogEvery, 1, big)
                 CheckpointEvery = r.Int("checkpointEvery", fallback.CheckpointEvery, 0, big)
                 EvalTokens = r.Int("evalTokens", fallback.EvalTokens, 1, big)
+                CurriculumStartLength = r.Int("curriculumStartLength", fallback.CurriculumStartLength, 0, big)
+                CurriculumSteps = r.Int("curriculumSteps", fallback.CurriculumSteps, 0, big)
+                CopyWarmupShare = r.Float("copyWarmupShare", fallback.CopyWarmupShare, unit, "in [0, 1)")
+                CopyWarmupSteps = r.Int("copyWarmupSteps", fallback.CopyWarmupSteps, 0, big)
             })
         |> Result.bind (fun c ->
             validate c

@@ -61,6 +61,22 @@ type TrainSession
     let mutable detached = false
     let mutable trainingSlice: SequenceSlice option = None
 
+    // The copy warm-up's stream of the last training text seen, for the window length it was built for
+    // (built once per text and curriculum stage: repeats reach back at most a window minus a chunk, so
+    // the copied chunk and its source fit one training window).
+    let mutable warmupStream: (int[] * int * int[]) option = None
+
+    let warmupOf (train: int[]) (windowLength: int) =
+        let reach = max CopyWarmup.maxChunk (windowLength - CopyWarmup.maxChunk)
+
+        match warmupStream with
+        | Some(source, r, stream) when obj.ReferenceEquals(source, train) && r = reach -> stream
+        | _ ->
+            let c = config.Train
+            let stream = CopyWarmup.stream c.Seed c.CopyWarmupShare reach train
+            warmupStream <- Some(train, reach, stream)
+            stream
+
     // This rank's slice of a training sequence (kept while the sequence length stays the same).
     let sliceOf (comm: ICommunicator) (length: int) =
         match trainingSlice with
@@ -103,11 +119,17 @@ type TrainSession
         | Some _ when model.PositionScaling <> PlainRope ->
             Error
                 "model.positionScaling: training split over ranks uses plain RoPE positions; fine-tune with a position scaling in one process."
+        | Some _ when model.SmearedKeys ->
+            Error
+                "model.smearedKeys: training split over ranks does not exchange the key before each slice; train a model with smeared keys in one process."
         | Some _ when train.Task <> TextWindows ->
             Error "train.task: training split over ranks reads text windows; train the passkey task in one process."
         | Some comm when train.SeqLen < comm.Size ->
             Error
                 $"train.seqLen: {train.SeqLen} positions cannot be split over {comm.Size} ranks (each needs ≥ 1); use seqLen ≥ {comm.Size}."
+        | Some comm when train.CurriculumStartLength > 0 && train.CurriculumStartLength < comm.Size ->
+            Error
+                $"train.curriculumStartLength: the curriculum's first windows of {train.CurriculumStartLength} positions cannot be split over {comm.Size} ranks (each needs ≥ 1); use curriculumStartLength ≥ {comm.Size}."
         | _ -> Ok()
 
     // CRD draws windows of up to trainedLength tokens; a window longer than seqLen cannot be trained
@@ -117,6 +139,9 @@ type TrainSession
         | CrdNtk k when k.TrainedLength > train.SeqLen ->
             Error
                 $"model.positionScaling.trainedLength: CRD draws windows of up to trainedLength = {k.TrainedLength} tokens, longer than train.seqLen = {train.SeqLen}; use trainedLength ≤ seqLen."
+        | CrdNtk _ when train.CurriculumStartLength > 0 ->
+            Error
+                "train.curriculumStartLength: CRD NTK draws its own window lengths; use no sequence-length curriculum with it."
         | _ -> Ok()
 
     /// Starts a run from scratch; the model's vocabulary size is set from the tokenizer.
@@ -315,8 +340,9 @@ type TrainSession
     /// The learning rate the next step will use.
     member _.NextLearningRate = Schedule.learningRate schedule (step + 1)
 
-    /// One optimizer step on random windows of `train` (token ids), or on generated passkey samples for
-    /// the passkey task (`train` unused). With CRD NTK scaling every micro-batch runs at its own draw
+    /// One optimizer step on random windows of `train` (token ids) — during a copy warm-up, of
+    /// `CopyWarmup.stream` of it — or on generated passkey samples for the passkey task (`train` unused);
+    /// with a curriculum, at `TrainConfig.sequenceLengthAt` the step. With CRD NTK scaling every micro-batch runs at its own draw
     /// (`ScaledRope.crdDraw` of the run's seed, the step and the micro-batch index): its length, its
     /// positions and its NTK scale. Fails — leaving the model as it was before the update — when the loss
     /// or the gradient norm is not finite.
@@ -332,6 +358,12 @@ type TrainSession
             let watch = Stopwatch.StartNew()
             let next = step + 1
 
+            let train =
+                if c.CopyWarmupShare > 0.0 && next <= c.CopyWarmupSteps then
+                    warmupOf train (TrainConfig.sequenceLengthAt c next)
+                else
+                    train
+
             let draws =
                 match config.Model.PositionScaling with
                 | CrdNtk schedule ->
@@ -343,14 +375,16 @@ type TrainSession
                 |> List.map (fun d ->
                     match d with
                     | Some d -> d.Length // ≤ trainedLength ≤ seqLen (checked at the start)
-                    | None -> c.SeqLen)
+                    | None -> TrainConfig.sequenceLengthAt c next)
+
+            let rowsPerBatch = TrainConfig.batchSizeAt c next
 
             let batches =
                 lengths
                 |> List.map (fun length ->
                     match c.Task with
                     | TextWindows ->
-                        Array.init c.BatchSize (fun _ ->
+                        Array.init rowsPerBatch (fun _ ->
                             let start = rng.NextInt64(int64 (train.Length - length))
                             Array.init (length + 1) (fun j -> int64 train.[int start + j]))
                     | PasskeySamples ->
@@ -375,7 +409,7 @@ type TrainSession
             for rows, draw in List.zip batches draws do
                 use scope = torch.NewDisposeScope()
                 let width = int64 rows.[0].Length
-                let batch = torch.tensor(Array.concat rows).view(int64 c.BatchSize, width)
+                let batch = torch.tensor(Array.concat rows).view(int64 rows.Length, width)
                 let input = batch.narrow (1L, 0L, width - 1L)
                 let target = batch.narrow (1L, 1L, width - 1L)
 
@@ -395,7 +429,7 @@ type TrainSession
                 use micro = (1.0 / float c.Accumulation).ToScalar()
                 (loss.mul micro).backward()
                 lossSum <- lossSum + loss.to_type(torch.ScalarType.Float64).item<float>()
-                tokens <- tokens + int64 c.BatchSize * (width - 1L)
+                tokens <- tokens + int64 rows.Length * (width - 1L)
 
             let lossSum =
                 match split with
