@@ -257,6 +257,12 @@ let ``the writer's output follows the published format (independent parser)`` ()
     write path [ "x", inputs.Head |> snd ] (Map.ofList [ "format", "mlx" ])
     let _, metadata2, _ = parseIndependently (File.ReadAllBytes path)
     Assert.Equal("mlx", metadata2.["format"])
+    // no tensors at all: a header with only the metadata, and no data
+    write path [] Map.empty
+    let _, metadata3, parsed3 = parseIndependently (File.ReadAllBytes path)
+    Assert.Empty parsed3
+    Assert.Equal("pt", metadata3.["format"])
+    Assert.Empty(read path)
 
 [<Fact>]
 let ``a hand-built file is read with the right values, mapped when aligned and copied when not`` () =
@@ -521,7 +527,12 @@ let private shardedFolder (dir: TempDir) (rng: Random) (weightMap: string) =
 
     write (dir.File "model-00001-of-00002.safetensors") [ "a", a; "b", b ] Map.empty
     write (dir.File "model-00002-of-00002.safetensors") [ "c", c ] Map.empty
-    File.WriteAllText(dir.File IndexFileName, $"""{{"metadata":{{"total_size":68}},"weight_map":{weightMap}}}""")
+
+    File.WriteAllText(
+        dir.File SafeTensorsFolder.IndexFileName,
+        $"""{{"metadata":{{"total_size":68}},"weight_map":{weightMap}}}"""
+    )
+
     [ "a", a; "b", b; "c", c ]
 
 let private standardMap =
@@ -534,26 +545,31 @@ let ``a sharded folder loads every tensor from its shard`` () =
     use _scope = torch.NewDisposeScope()
     let expected = shardedFolder dir (Random 21) standardMap
 
-    match findCheckpoint dir.Path with
-    | Sharded(index, shards) ->
-        Assert.Equal(dir.File IndexFileName, index)
+    match SafeTensorsFolder.find dir.Path with
+    | SafeTensorsFolder.Sharded(index, shards) ->
+        Assert.Equal(dir.File SafeTensorsFolder.IndexFileName, index)
         Assert.Equal(dir.File "model-00002-of-00002.safetensors", shards.["c"])
     | other -> failwith $"expected a sharded checkpoint, got %A{other}"
 
-    let all = loadAllFromFolder dir.Path
+    let all = SafeTensorsFolder.loadAll dir.Path
     Assert.Equal<string list>([ "a"; "b"; "c" ], List.map fst all)
 
     for (name, t), (_, e) in List.zip all expected do
         assertSame name e t
 
-    let some = loadFromFolder dir.Path [ "c"; "a" ]
+    let some = SafeTensorsFolder.load dir.Path [ "c"; "a" ]
     Assert.Equal<string list>([ "c"; "a" ], List.map fst some)
     assertSame "c" (snd expected.[2]) (snd some.[0])
 
     // model.safetensors, when present, is the checkpoint
-    write (dir.File SingleFileName) [ "only", snd expected.[0] ] Map.empty
-    Assert.Equal(SingleFile(dir.File SingleFileName), findCheckpoint dir.Path)
-    assertSame "only" (snd expected.[0]) (loadFromFolder dir.Path [ "only" ] |> List.exactlyOne |> snd)
+    write (dir.File SafeTensorsFolder.SingleFileName) [ "only", snd expected.[0] ] Map.empty
+
+    Assert.Equal(
+        SafeTensorsFolder.SingleFile(dir.File SafeTensorsFolder.SingleFileName),
+        SafeTensorsFolder.find dir.Path
+    )
+
+    assertSame "only" (snd expected.[0]) (SafeTensorsFolder.load dir.Path [ "only" ] |> List.exactlyOne |> snd)
 
 [<Fact>]
 let ``a broken sharded folder names the index, the shard and the tensor`` () =
@@ -566,8 +582,13 @@ let ``a broken sharded folder names the index, the shard and the tensor`` () =
         File.Delete(dir.File "model-00002-of-00002.safetensors")
 
         raisesWith<FileNotFoundException>
-            [ IndexFileName; "'c'"; "model-00002-of-00002.safetensors"; "does not exist" ]
-            (fun () -> loadAllFromFolder dir.Path |> ignore)
+            [
+                SafeTensorsFolder.IndexFileName
+                "'c'"
+                "model-00002-of-00002.safetensors"
+                "does not exist"
+            ]
+            (fun () -> SafeTensorsFolder.loadAll dir.Path |> ignore)
         |> ignore
 
     do // the index names a tensor its shard lacks
@@ -577,8 +598,13 @@ let ``a broken sharded folder names the index, the shard and the tensor`` () =
         |> ignore
 
         raisesWith<InvalidDataException>
-            [ IndexFileName; "'d'"; "model-00002-of-00002.safetensors"; "has no tensor" ]
-            (fun () -> loadFromFolder dir.Path [ "a"; "d" ] |> ignore)
+            [
+                SafeTensorsFolder.IndexFileName
+                "'d'"
+                "model-00002-of-00002.safetensors"
+                "has no tensor"
+            ]
+            (fun () -> SafeTensorsFolder.load dir.Path [ "a"; "d" ] |> ignore)
         |> ignore
 
     do // a truncated shard
@@ -588,33 +614,58 @@ let ``a broken sharded folder names the index, the shard and the tensor`` () =
         let bytes = File.ReadAllBytes shard
         File.WriteAllBytes(shard, bytes.[.. bytes.Length - 3])
 
-        raisesWith<InvalidDataException> [ shard; "'b'"; "truncated" ] (fun () -> loadAllFromFolder dir.Path |> ignore)
+        raisesWith<InvalidDataException> [ shard; "'b'"; "truncated" ] (fun () ->
+            SafeTensorsFolder.loadAll dir.Path |> ignore)
         |> ignore
+
+    do // a shard that fails while loading: the tensors already loaded from other shards are freed
+        use dir = new TempDir "safetensors-failing-shard"
+        write (dir.File "one.safetensors") [ "a", torch.ones (4L) ] Map.empty
+        let json = """{"z":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}}"""
+        File.WriteAllBytes(dir.File "two.safetensors", handMade json (padFor json) [| 1uy; 7uy |])
+
+        File.WriteAllText(
+            dir.File SafeTensorsFolder.IndexFileName,
+            """{"weight_map":{"a":"one.safetensors","z":"two.safetensors"}}"""
+        )
+
+        let before = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+
+        raisesWith<InvalidDataException> [ dir.File "two.safetensors"; "'z'"; "byte 7" ] (fun () ->
+            SafeTensorsFolder.loadAll dir.Path |> ignore)
+        |> ignore
+
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount)
 
     do // a name the index lacks, an index pointing outside its folder, bad index JSON, an empty folder
         use dir = new TempDir "safetensors-bad-index"
         shardedFolder dir (Random 4) standardMap |> ignore
 
-        raisesWith<Collections.Generic.KeyNotFoundException> [ IndexFileName; "'zz'" ] (fun () ->
-            loadFromFolder dir.Path [ "zz" ] |> ignore)
+        raisesWith<Collections.Generic.KeyNotFoundException> [ SafeTensorsFolder.IndexFileName; "'zz'" ] (fun () ->
+            SafeTensorsFolder.load dir.Path [ "zz" ] |> ignore)
         |> ignore
 
-        File.WriteAllText(dir.File IndexFileName, """{"weight_map":{"a":"../elsewhere.safetensors"}}""")
+        File.WriteAllText(
+            dir.File SafeTensorsFolder.IndexFileName,
+            """{"weight_map":{"a":"../elsewhere.safetensors"}}"""
+        )
 
-        raisesWith<InvalidDataException> [ IndexFileName; "'a'"; "not a file in the index's folder" ] (fun () ->
-            loadAllFromFolder dir.Path |> ignore)
+        raisesWith<InvalidDataException>
+            [ SafeTensorsFolder.IndexFileName; "'a'"; "not a file in the index's folder" ]
+            (fun () -> SafeTensorsFolder.loadAll dir.Path |> ignore)
         |> ignore
 
-        File.WriteAllText(dir.File IndexFileName, """{"weight_map":{"a":""")
+        File.WriteAllText(dir.File SafeTensorsFolder.IndexFileName, """{"weight_map":{"a":""")
 
-        raisesWith<InvalidDataException> [ IndexFileName; "not valid JSON" ] (fun () ->
-            loadAllFromFolder dir.Path |> ignore)
+        raisesWith<InvalidDataException> [ SafeTensorsFolder.IndexFileName; "not valid JSON" ] (fun () ->
+            SafeTensorsFolder.loadAll dir.Path |> ignore)
         |> ignore
 
-        File.Delete(dir.File IndexFileName)
+        File.Delete(dir.File SafeTensorsFolder.IndexFileName)
 
-        raisesWith<FileNotFoundException> [ dir.Path; SingleFileName; IndexFileName ] (fun () ->
-            findCheckpoint dir.Path |> ignore)
+        raisesWith<FileNotFoundException>
+            [ dir.Path; SafeTensorsFolder.SingleFileName; SafeTensorsFolder.IndexFileName ]
+            (fun () -> SafeTensorsFolder.find dir.Path |> ignore)
         |> ignore
 
 // ---------------------------------------------------------------------------------------------
