@@ -4,12 +4,16 @@ module LongNet.ProcessMemory
 open System
 open System.IO
 
+/// The kB value of a `/proc` status line such as "VmHWM:\t12345678 kB" (no space when the value is wide).
+let kbOfLine (line: string) : float =
+    float (line.Split([| ' '; '\t' |], StringSplitOptions.RemoveEmptyEntries).[1])
+
 /// A field of `/proc/self/status` in kB ("VmRSS", "VmHWM", …); None where it cannot be read.
 let residentKb (field: string) : float option =
     try
         File.ReadLines "/proc/self/status"
         |> Seq.tryFind (fun l -> l.StartsWith(field + ":"))
-        |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries).[1]))
+        |> Option.map kbOfLine
     with _ ->
         None
 
@@ -19,7 +23,7 @@ let machineAvailableKb () : float option =
     try
         File.ReadLines "/proc/meminfo"
         |> Seq.tryFind (fun l -> l.StartsWith "MemAvailable:")
-        |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries).[1]))
+        |> Option.map kbOfLine
     with _ ->
         None
 
@@ -41,7 +45,9 @@ let measure (work: unit -> unit) : Peak option =
 
     let reset =
         try
-            File.WriteAllText("/proc/self/clear_refs", "5")
+            // opened for writing only, without creating or truncating: all this file needs
+            use file = new FileStream("/proc/self/clear_refs", FileMode.Open, FileAccess.Write)
+            file.Write([| byte '5' |], 0, 1)
             true
         with _ ->
             false

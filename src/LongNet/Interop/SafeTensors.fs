@@ -335,6 +335,14 @@ let private checkPath (path: string) =
 let private openFile (path: string) : FileStream =
     checkPath path
 
+    if Directory.Exists path then
+        raise (
+            ArgumentException(
+                $"Cannot read safetensors file '{path}': it is a folder; use SafeTensorsFolder.load for a Hugging Face model folder.",
+                "path"
+            )
+        )
+
     if not (File.Exists path) then
         raise (FileNotFoundException($"Cannot read safetensors file '{path}': it does not exist.", path))
 
@@ -509,7 +517,7 @@ let private select (header: Header) (names: string list option) : TensorEntry li
             | None ->
                 raise (
                     KeyNotFoundException
-                        $"Cannot read safetensors file '{header.Path}': it has no tensor '{n}' (it holds {header.Entries.Length})."
+                        $"Cannot read safetensors file '{header.Path}': it has no tensor '{n}' (it holds {header.Entries.Length} tensors)."
                 ))
 
 /// Loads tensors of the safetensors file at `path` as CPU tensors of the file's dtypes and shapes:

@@ -117,7 +117,6 @@ let find (folder: string) : Checkpoint =
         )
 
 /// Loads the named tensors (or all for None) of a sharded checkpoint, each from its shard.
-/// Loads the named tensors (or all for None) of a sharded checkpoint, each from its shard.
 let private loadSharded
     (indexPath: string)
     (shards: Map<string, string>)

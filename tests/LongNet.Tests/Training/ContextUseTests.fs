@@ -193,3 +193,32 @@ let ``a long forward that would not fit in memory is refused up front with the e
         Assert.Contains("MB", e)
         Assert.Contains("needs about", e)
     | Ok _ -> failwith "a 1M-token forward of a 4096-wide model was not refused"
+
+[<Fact>]
+let ``the peak of a piece of work is measured where Linux can reset it`` () =
+    init.Force()
+
+    let resettable =
+        try
+            use file =
+                new IO.FileStream("/proc/self/clear_refs", IO.FileMode.Open, IO.FileAccess.Write)
+
+            file.Write([| byte '5' |], 0, 1)
+            true
+        with _ ->
+            false // not Linux, or a sandbox that refuses the reset: nothing to check
+
+    if resettable then
+        let peak =
+            ProcessMemory.measure (fun () ->
+                use big = torch.ones (50_000_000L) // 200 MB of float32, touched
+                big.sum().item<float32>() |> ignore)
+
+        match peak with
+        | Some p -> Assert.True(p.AboveBaselineMb > 150.0, $"peak above baseline {p.AboveBaselineMb} MB")
+        | None -> failwith "the peak was not measured although /proc/self/clear_refs can be reset"
+
+[<Fact>]
+let ``status lines are read with and without a space before a wide value`` () =
+    Assert.Equal(1948.0, ProcessMemory.kbOfLine "VmHWM:\t    1948 kB")
+    Assert.Equal(12345678.0, ProcessMemory.kbOfLine "VmHWM:\t12345678 kB")
