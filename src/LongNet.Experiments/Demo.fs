@@ -54,7 +54,7 @@ type BaseSettings =
 /// What the demo does.
 type Settings =
     {
-        /// The report folder (created; must not hold files).
+        /// The report folder (created if missing; the CLI also writes the extracted base checkpoint there).
         OutDir: string
         /// Training time budget in minutes (the step count is fitted to it during warm-up).
         Minutes: float
@@ -441,18 +441,25 @@ let run (settings: Settings) (hooks: Hooks) : Result<Report, string> =
     hooks.Log $"report folder: {outDir}"
     hooks.Heading "1. corpus and tokenizer"
 
-    Corpus.readSource settings.Corpus
-    |> Result.bind (fun source ->
-        let tokenizer =
-            match settings.Start with
-            | FromCheckpoint path ->
-                Checkpoint.load path
-                |> Result.bind (fun loaded ->
-                    for KeyValue(_, t) in loaded.Tensors do
-                        t.Dispose()
+    // the starting checkpoint's header (its tokenizer and model), read once; its tensors are loaded later
+    let startHeader =
+        match settings.Start with
+        | FromScratch -> Ok None
+        | FromCheckpoint path ->
+            Checkpoint.load path
+            |> Result.map (fun loaded ->
+                for KeyValue(_, t) in loaded.Tensors do
+                    t.Dispose()
 
-                    Tokenizer.ofSpec loaded.Header.Tokenizer)
-            | FromScratch -> RunConfig.tokenizerFor settings.Config source
+                Some loaded.Header)
+
+    startHeader
+    |> Result.bind (fun header -> Corpus.readSource settings.Corpus |> Result.map (fun source -> header, source))
+    |> Result.bind (fun (header, source) ->
+        let tokenizer =
+            match header with
+            | Some h -> Tokenizer.ofSpec h.Tokenizer
+            | None -> RunConfig.tokenizerFor settings.Config source
 
         tokenizer |> Result.map (fun t -> source, t))
     |> Result.bind (fun (source, tokenizer) -> Corpus.ofSource tokenizer source |> Result.map (fun c -> tokenizer, c))
@@ -464,19 +471,10 @@ let run (settings: Settings) (hooks: Hooks) : Result<Report, string> =
         hooks.Heading "2. training"
 
         let config =
-            match settings.Start with
-            | FromCheckpoint path ->
-                // the base's own model (its shape), trained on with the demo's training settings
-                match Checkpoint.load path with
-                | Ok loaded ->
-                    for KeyValue(_, t) in loaded.Tensors do
-                        t.Dispose()
-
-                    { settings.Config with
-                        Model = loaded.Header.Model
-                    }
-                | Error _ -> settings.Config
-            | FromScratch -> settings.Config
+            match startHeader with
+            // the base's own model (its shape), trained on with the demo's training settings
+            | Ok(Some h) -> { settings.Config with Model = h.Model }
+            | _ -> settings.Config
 
         let config = RunConfig.withVocabulary tokenizer config
 

@@ -217,3 +217,74 @@ let ``a prompt longer than the model allows exits 1 saying what to shorten`` () 
     Assert.Equal(1, code)
     assertOneErrorLine stderr
     Assert.Contains("shorten the prompt", stderr)
+
+[<Fact>]
+let ``demo --make-base writes a base checkpoint that demo --base trains on from, and the report says so`` () =
+    use dir = new TempDir("cli")
+    let random = Random 7
+
+    let words =
+        [|
+            "Gets"
+            "or"
+            "sets"
+            "the"
+            "value"
+            "of"
+            "this"
+            "instance"
+            "stream"
+            "reads"
+            "bytes"
+            "."
+        |]
+
+    // about 150 K tokens: a tenth held out is more than the 8,193 tokens a training-length window needs
+    let text =
+        String.Join(" ", Array.init 150_000 (fun _ -> words.[random.Next words.Length]))
+
+    let corpus = Path.Combine(dir.Path, "corpus.txt")
+    File.WriteAllText(corpus, text)
+    let basePath = Path.Combine(dir.Path, "base.ckpt")
+
+    let code, _, stderr =
+        capture
+            ModelDemo.run
+            [
+                "--make-base"
+                basePath
+                "--steps"
+                "2"
+                "--corpus"
+                corpus
+                "--run-dir"
+                Path.Combine(dir.Path, "base-run")
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.True(File.Exists basePath)
+    let out = Path.Combine(dir.Path, "demo")
+
+    let code, _, stderr =
+        capture
+            ModelDemo.run
+            [
+                "--base"
+                basePath
+                "--corpus"
+                corpus
+                "--out"
+                out
+                "--minutes"
+                "0.05"
+                "--long"
+                "0"
+                "--windows"
+                "1"
+            ]
+
+    Assert.True((code = 0), stderr)
+    let report = File.ReadAllText(Path.Combine(out, "report.json"))
+    Assert.Contains("base.ckpt", report) // the note naming where the model started
+    Assert.Contains("\"context\"", report)
+    Assert.Contains("\"position_loss\"", report)
