@@ -182,7 +182,7 @@ let writeResults (jsonPath: string) (checkpoint: string) (trainLength: int) (m: 
 /// Runs `longnet eval`.
 let run (argv: string list) : int =
     Errors.guard "eval" (fun () ->
-        let p = Args.parse valueOptions [ "--help" ] argv
+        let p = Args.parse valueOptions [ "--help"; "--by-position" ] argv
 
         if Args.has p "--help" then
             printfn "%s" help

@@ -56,6 +56,29 @@ let ``train, resume, eval and generate work end to end on a tiny run`` () =
 
     let code, stdout, stderr =
         capture
+            Evaluate.run
+            [
+                "--checkpoint"
+                Path.Combine(out, "checkpoint.ckpt")
+                "--corpus"
+                corpus
+                "--context"
+                "16,64"
+                "--targets"
+                "8"
+                "--windows"
+                "2"
+                "--by-position"
+                "--window"
+                "64"
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("context", stdout)
+    Assert.Contains("positions", stdout)
+
+    let code, stdout, stderr =
+        capture
             Generate.run
             [
                 "--checkpoint"

@@ -615,6 +615,10 @@ let ``run configuration files fill missing fields from the preset and reject unk
         Assert.Equal(RunConfig.tiny.Model, c.Model)
     | Error e -> failwith e
 
+    match RunConfig.ofJsonText "config" "." """{ "preset": "longctx", "train": { "seqLen": 1024 } }""" with
+    | Ok c -> Assert.Equal(RunConfig.longContext.Tokenizer, c.Tokenizer)
+    | Error e -> failwith e
+
     match RunConfig.ofJsonText "config" "." """{ "train": { "stepz": 7 } }""" with
     | Error e -> Assert.Contains("train.stepz", e)
     | Ok _ -> failwith "unknown field accepted"

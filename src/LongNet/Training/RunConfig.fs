@@ -169,7 +169,8 @@ module RunConfig =
                 tokenizerNode.RejectUnknown [ "kind"; "vocab"; "merges"; "vocabSize" ]
 
                 let tokenizer =
-                    match tokenizerNode.String("kind", "byte").ToLowerInvariant() with
+                    match tokenizerNode.String("kind", "").ToLowerInvariant() with
+                    | "" -> Ok basis.Tokenizer
                     | "byte" -> Ok ByteTokens
                     | "bpe" ->
                         let path (name: string) =
