@@ -1,4 +1,4 @@
-/// The semantic facts of dilated attention (design/semantics.md, "Facts the tests must prove"), as
+/// The semantic facts of dilated attention (docs/concepts.md, "Facts the tests must prove"), as
 /// FsCheck properties over generated configs, shapes and seeds. Every property compares the library
 /// with an independent value — dense attention, the loop-built union oracle, finite differences, a
 /// perturbed or truncated input — never with the same call on the same input.

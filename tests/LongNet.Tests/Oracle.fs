@@ -1,5 +1,5 @@
 /// The test-side oracle: who sees whom under dilated attention, computed straight from the definition
-/// in design/semantics.md with plain loops over groups, heads, segments and positions — independently
+/// in docs/concepts.md with plain loops over groups, heads, segments and positions — independently
 /// of the library's Segment / Dilate / Scatter code and of `HeadOffsets.offset`.
 module LongNet.Tests.Oracle
 

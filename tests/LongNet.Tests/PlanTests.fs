@@ -9,7 +9,7 @@ open FsCheck.Xunit
 open LongNet
 open LongNet.Tests.Generators
 
-/// Whether head h of group g lets query q see key k, straight from semantics.md.
+/// Whether head h of group g lets query q see key k, straight from docs/concepts.md.
 let private sees (config: DilatedConfig) (heads: int) (n: int) (g: Group) (h: int) (q: int) (k: int) =
     let w, r = g.SegmentLength, g.DilationRate
     let s = HeadOffsets.offset config.Offsets heads r h

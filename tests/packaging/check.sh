@@ -47,7 +47,8 @@ done
 check "LongNet.$version.nupkg in the feed" test -f "$feed/LongNet.$version.nupkg"
 check "LongNet.CSharp.$version.nupkg in the feed" test -f "$feed/LongNet.CSharp.$version.nupkg"
 
-# A fresh console project, outside the repository (so no Directory.Build.props or paket applies).
+# A fresh console project, outside the repository (so no Directory.Build.props or paket applies); its
+# config adds the local feed to the machine's configured package sources.
 cat >"$work/nuget.config" <<XML
 <?xml version="1.0" encoding="utf-8"?>
 <configuration>
@@ -58,9 +59,7 @@ cat >"$work/nuget.config" <<XML
     <add key="cache" value="$cache" />
   </fallbackPackageFolders>
   <packageSources>
-    <clear />
     <add key="local" value="$feed" />
-    <add key="nuget.org" value="https://api.nuget.org/v3/index.json" />
   </packageSources>
 </configuration>
 XML

@@ -1,4 +1,4 @@
-/// CASM select-and-merge attention (seed 001): the validated config and the pure index math —
+/// CASM select-and-merge attention (the CASM paper, arXiv 2410.04211): the validated config and the pure index math —
 /// blocks, query groups, which key blocks each group selects, and how many (query, key) scores that costs.
 /// Notation: n sequence length, b block size, nb = ⌈n/b⌉ blocks, m merge factor, ng = ⌈nb/m⌉ query groups,
 /// k top-k. Query group g holds the query blocks g·m … g·m+m−1 ("own blocks").

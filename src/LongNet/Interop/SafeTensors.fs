@@ -149,19 +149,6 @@ let private failTensor (path: string) (name: string) (problem: string) : 'T = fa
 
 let private shapeText (shape: int64[]) = "[" + String.Join(", ", shape) + "]"
 
-/// The element count of `shape`, or None if it exceeds Int64.MaxValue.
-let private elementCount (shape: int64[]) : int64 option =
-    if shape |> Array.contains 0L then
-        Some 0L
-    else
-        shape
-        |> Array.fold
-            (fun acc d ->
-                match acc with
-                | Some n when n <= Int64.MaxValue / d -> Some(n * d)
-                | _ -> None)
-            (Some 1L)
-
 let private parseDtype (path: string) (name: string) (text: string) : Dtype =
     match allDtypes |> List.tryFind (fun d -> dtypeName d = text) with
     | Some d -> d
@@ -213,7 +200,7 @@ let private parseEntry (path: string) (dataLength: int64) (name: string) (e: Jso
     let size = int64 (elementSize dtype)
 
     let bytes =
-        match elementCount shape with
+        match Npy.elementCount shape with
         | Some n when n <= Int64.MaxValue / size -> n * size
         | _ -> failTensor path name $"has shape {shapeText shape}, which has too many elements"
 

@@ -1,4 +1,4 @@
-/// Passkey retrieval prompts (seed 001 evaluation): filler sentences repeated to a target length in
+/// Passkey retrieval prompts (the CASM paper's evaluation): filler sentences repeated to a target length in
 /// tokens, a pass-key sentence inserted at a depth in [0, 1], and a closing question; scoring is the
 /// exact match of the digits the model generates.
 namespace LongNet.Text

@@ -1,4 +1,4 @@
-/// Passkey retrieval of a trained model over a grid of prompt lengths × depths (seed 001 evaluation):
+/// Passkey retrieval of a trained model over a grid of prompt lengths × depths (the CASM paper's evaluation):
 /// per cell, prompts with a random 5-digit pass key hidden at that depth; the model continues greedily
 /// and a trial counts when the generated digits equal the pass key exactly.
 namespace LongNet.Training
