@@ -355,7 +355,8 @@ public sealed class TrainerBuilder
             t.CurriculumStartLength,
             t.CurriculumSteps,
             t.CopyWarmupShare,
-            t.CopyWarmupSteps);
+            t.CopyWarmupSteps,
+            t.CopyProblemSteps);
 
     /// <summary>Where the training text comes from: exactly one of the three is set.</summary>
     internal sealed record CorpusSource(string? Text, string? Path, long? DefaultMaxCharacters);

@@ -96,7 +96,7 @@ let heatmapTitled (title: string) (path: string) (lengths: int list) (depths: fl
 
             float c.Correct / float c.Trials)
 
-    let plot = new ScottPlot.Plot()
+    use plot = new ScottPlot.Plot()
     plot.Add.Heatmap(grid) |> ignore
     plot.Title title
     plot.SavePng(path, 900, 540) |> ignore

@@ -1,50 +1,132 @@
-/// A copy warm-up for language-model training: the training stream with some of its own chunks
-/// repeated a little later, so that early windows reward copying what followed an earlier occurrence of
-/// the current text (the mechanism long context is used through). Held-out text is never altered.
+/// Teaching a small language model to copy — the mechanism long context is used through ("find where
+/// the current token occurred before and predict what followed it"), which text alone teaches a small
+/// model too slowly. Two parts: copy problems of random tokens before the text (copying starts there),
+/// and a warm-up stream that inserts random spans into the text and repeats them later (copying is kept,
+/// and reaches further, while the model learns the text). Held-out text is never altered.
 namespace LongNet.Training
 
-/// Building the repeated stream.
+/// What a token of the warm-up stream is.
+type StreamPart =
+    /// A token of the training text, in order.
+    | Text = 0uy
+    /// A token of an inserted random span (its first occurrence).
+    | Span = 1uy
+    /// A token of a repeated random span.
+    | Copy = 2uy
+
+/// Copy problems and the warm-up stream.
 module CopyWarmup =
-    /// Shortest chunk, in tokens.
+    /// Shortest chunk of text between insertions, in tokens.
     let minChunk = 32
 
-    /// Longest chunk, in tokens.
+    /// Longest chunk of text between insertions, in tokens.
     let maxChunk = 256
 
-    /// `tokens` cut into chunks of 32 … 256 tokens; after each chunk, with probability `share`, a copy
-    /// of a chunk that starts at most `reach` tokens back in the output (the chunk just written
-    /// included). Deterministic in `seed`; the output is about (1 + share) times as long.
-    let stream (seed: int64) (share: float) (reach: int) (tokens: int[]) : int[] =
+    /// Shortest random span, in tokens.
+    let minSpan = 16
+
+    /// Longest random span, in tokens.
+    let maxSpan = 64
+
+    /// Random spans use token ids below this (or below the vocabulary size, if smaller): few enough
+    /// that every id is seen often, so copying, not the ids, is what is learnt.
+    let spanIdLimit = 512
+
+    /// Tokens per copy problem (the model reads this many and predicts each next one).
+    let problemLength = 128
+
+    /// Copy problems per optimizer step.
+    let problemsPerStep = 8
+
+    /// The shortest training window a warm-up stream fits: a span, its repeat and a chunk between.
+    let minWindow = maxChunk + 2 * maxSpan
+
+    /// The reach for windows of `windowLength` tokens: every span and its repeat fit one window.
+    let reachFor (windowLength: int) =
+        max (maxChunk + maxSpan) (windowLength - maxSpan)
+
+    /// The ids random spans draw from for a vocabulary of `vocabSize` ids.
+    let spanIds (vocabSize: int) = min spanIdLimit vocabSize
+
+    /// One copy problem of `problemLength + 1` token ids below `ids`: random tokens in which the second
+    /// half repeats a span of `problemLength / 2` tokens that starts 16 … `problemLength / 2` tokens
+    /// earlier (so about half of the targets are copies). Deterministic in `rng`.
+    let copyProblem (rng: Rng) (ids: int) : int[] =
+        if ids < 2 then
+            invalidArg "ids" $"ids must be ≥ 2, got {ids}."
+
+        let tokens =
+            Array.init (problemLength + 1) (fun _ -> int (rng.NextInt64(int64 ids)))
+
+        let span = problemLength / 2
+        let distance = minSpan + int (rng.NextInt64(int64 (span - minSpan + 1)))
+        let start = int (rng.NextInt64(int64 (problemLength + 1 - distance - span + 1)))
+
+        for i in 0 .. span - 1 do
+            tokens.[start + distance + i] <- tokens.[start + i]
+
+        tokens
+
+    /// `tokens` cut into chunks of 32 … 256 tokens; after each chunk, with probability `share`, a span of
+    /// 16 … 64 random ids below `ids`, repeated once at a distance between its length and `reach`
+    /// (log-uniform; a repeat due inside a chunk follows that chunk, and one delayed past `reach` is
+    /// dropped). Returns the stream and what each of its tokens is. Deterministic in `seed`.
+    let streamWithParts (seed: int64) (share: float) (reach: int) (ids: int) (tokens: int[]) : int[] * StreamPart[] =
         if not (share >= 0.0 && share < 1.0) then
             invalidArg "share" $"share must be in [0, 1), got {share}."
 
-        if reach < maxChunk then
-            invalidArg "reach" $"reach must be ≥ {maxChunk}, got {reach}."
+        if reach < maxChunk + maxSpan then
+            invalidArg "reach" $"reach must be ≥ {maxChunk + maxSpan}, got {reach}."
+
+        if ids < 2 then
+            invalidArg "ids" $"ids must be ≥ 2, got {ids}."
 
         let rng = Rng.Create seed
         let out = ResizeArray<int>(int (float tokens.Length * (1.0 + share)) + maxChunk)
-        let chunks = ResizeArray<int * int>()
-        let mutable oldest = 0
+        let parts = ResizeArray<StreamPart>(out.Capacity)
+        // repeats waiting for their position: (start of the span, its length), by the position due
+        let pending = System.Collections.Generic.PriorityQueue<int * int, int>()
+
+        let emit (part: StreamPart) (xs: int[]) =
+            out.AddRange xs
+
+            for _ in 1 .. xs.Length do
+                parts.Add part
+
+        let emitDue () =
+            let mutable next = (0, 0)
+            let mutable due = 0
+
+            while pending.TryPeek(&next, &due) && due <= out.Count do
+                let start, length = pending.Dequeue()
+
+                if out.Count - start <= reach then
+                    emit StreamPart.Copy (out.GetRange(start, length).ToArray())
+
+        let longest = float (reach - maxChunk)
         let mutable i = 0
 
         while i < tokens.Length do
             let length =
                 min (tokens.Length - i) (minChunk + int (rng.NextInt64(int64 (maxChunk - minChunk + 1))))
 
-            chunks.Add((out.Count, length))
-
-            for j in i .. i + length - 1 do
-                out.Add tokens.[j]
-
+            emit StreamPart.Text (Array.sub tokens i length)
             i <- i + length
+            emitDue ()
 
             if rng.NextDouble() < share then
-                while out.Count - fst chunks.[oldest] > reach do
-                    oldest <- oldest + 1
+                let span = minSpan + int (rng.NextInt64(int64 (maxSpan - minSpan + 1)))
+                let start = out.Count
+                emit StreamPart.Span (Array.init span (fun _ -> int (rng.NextInt64(int64 ids))))
 
-                let start, count =
-                    chunks.[oldest + int (rng.NextInt64(int64 (chunks.Count - oldest)))]
+                let distance =
+                    int (exp (log (float span) + rng.NextDouble() * (log longest - log (float span))))
 
-                out.AddRange(out.GetRange(start, count).ToArray())
+                pending.Enqueue((start, span), start + max span distance)
 
-        out.ToArray()
+        // repeats still pending at the end of the text are dropped
+        out.ToArray(), parts.ToArray()
+
+    /// The warm-up stream alone (`streamWithParts` without the parts).
+    let stream (seed: int64) (share: float) (reach: int) (ids: int) (tokens: int[]) : int[] =
+        fst (streamWithParts seed share reach ids tokens)

@@ -81,11 +81,14 @@ type TrainConfig =
         CurriculumStartLength: int
         /// The steps the curriculum spans (after them every sequence has `SeqLen` tokens).
         CurriculumSteps: int
-        /// The share of chunks repeated in the copy warm-up's training stream (0: no warm-up; see
-        /// `CopyWarmup.stream`).
+        /// The chance, after each chunk of text in the copy warm-up's training stream, of a random span
+        /// that is repeated later (0: no warm-up; see `CopyWarmup.stream`).
         CopyWarmupShare: float
         /// The first steps that read their windows from the copy warm-up's stream.
         CopyWarmupSteps: int
+        /// The first steps that train on copy problems of random tokens instead of text (0: none; see
+        /// `CopyWarmup.copyProblem`), so that copying starts before the text is learnt.
+        CopyProblemSteps: int
     }
 
 /// Defaults, validation and JSON of `TrainConfig`.
@@ -116,6 +119,7 @@ module TrainConfig =
             CurriculumSteps = 0
             CopyWarmupShare = 0.0
             CopyWarmupSteps = 0
+            CopyProblemSteps = 0
         }
 
     /// The schedule of a run.
@@ -216,10 +220,14 @@ module TrainConfig =
             error "copyWarmupSteps" "copyWarmupSteps must be ≥ 1 when copyWarmupShare is above 0."
         elif c.CopyWarmupShare > 0.0 && c.Task <> TextWindows then
             error "copyWarmupShare" "the copy warm-up applies to text windows (task \"text\") only."
-        elif c.CopyWarmupShare > 0.0 && c.SeqLen <= CopyWarmup.maxChunk then
+        elif c.CopyWarmupShare > 0.0 && c.SeqLen < CopyWarmup.minWindow then
             error
                 "copyWarmupShare"
-                $"the copy warm-up repeats chunks of up to {CopyWarmup.maxChunk} tokens; it needs seqLen > {CopyWarmup.maxChunk}, got {c.SeqLen}."
+                $"the copy warm-up repeats spans of up to {CopyWarmup.maxSpan} tokens across chunks of up to {CopyWarmup.maxChunk}; it needs seqLen ≥ {CopyWarmup.minWindow}, got {c.SeqLen}."
+        elif c.CopyProblemSteps < 0 then
+            error "copyProblemSteps" $"copyProblemSteps must be ≥ 0, got {c.CopyProblemSteps}."
+        elif c.CopyProblemSteps > 0 && c.Task <> TextWindows then
+            error "copyProblemSteps" "copy problems precede text windows (task \"text\") only."
         else
             Ok c
 
@@ -248,6 +256,7 @@ module TrainConfig =
             "curriculumSteps"
             "copyWarmupShare"
             "copyWarmupSteps"
+            "copyProblemSteps"
         ]
 
     /// The JSON form (every field written).
@@ -286,6 +295,7 @@ module TrainConfig =
         set "curriculumSteps" (int c.CurriculumSteps)
         set "copyWarmupShare" (float c.CopyWarmupShare)
         set "copyWarmupSteps" (int c.CopyWarmupSteps)
+        set "copyProblemSteps" (int c.CopyProblemSteps)
         o
 
     /// Reads a configuration from JSON (missing fields from `fallback`), then validates it.
@@ -353,6 +363,7 @@ module TrainConfig =
                 CurriculumSteps = r.Int("curriculumSteps", fallback.CurriculumSteps, 0, big)
                 CopyWarmupShare = r.Float("copyWarmupShare", fallback.CopyWarmupShare, unit, "in [0, 1)")
                 CopyWarmupSteps = r.Int("copyWarmupSteps", fallback.CopyWarmupSteps, 0, big)
+                CopyProblemSteps = r.Int("copyProblemSteps", fallback.CopyProblemSteps, 0, big)
             })
         |> Result.bind (fun c ->
             validate c

@@ -62,18 +62,21 @@ type TrainSession
     let mutable trainingSlice: SequenceSlice option = None
 
     // The copy warm-up's stream of the last training text seen, for the window length it was built for
-    // (built once per text and curriculum stage: repeats reach back at most a window minus a chunk, so
-    // the copied chunk and its source fit one training window).
+    // (built once per text and curriculum stage: repeats reach back at most a window minus a span, so
+    // a span and its repeat fit one training window).
     let mutable warmupStream: (int[] * int * int[]) option = None
 
     let warmupOf (train: int[]) (windowLength: int) =
-        let reach = max CopyWarmup.maxChunk (windowLength - CopyWarmup.maxChunk)
+        let reach = CopyWarmup.reachFor windowLength
 
         match warmupStream with
         | Some(source, r, stream) when obj.ReferenceEquals(source, train) && r = reach -> stream
         | _ ->
             let c = config.Train
-            let stream = CopyWarmup.stream c.Seed c.CopyWarmupShare reach train
+
+            let stream =
+                CopyWarmup.stream c.Seed c.CopyWarmupShare reach (CopyWarmup.spanIds config.Model.VocabSize) train
+
             warmupStream <- Some(train, reach, stream)
             stream
 
@@ -379,19 +382,32 @@ type TrainSession
 
             let rowsPerBatch = TrainConfig.batchSizeAt c next
 
-            let batches =
-                lengths
-                |> List.map (fun length ->
-                    match c.Task with
-                    | TextWindows ->
-                        Array.init rowsPerBatch (fun _ ->
-                            let start = rng.NextInt64(int64 (train.Length - length))
-                            Array.init (length + 1) (fun j -> int64 train.[int start + j]))
-                    | PasskeySamples ->
-                        let source = Random(int (rng.NextSeed() % 2_147_483_647L))
+            let problems = c.Task = TextWindows && next <= c.CopyProblemSteps
 
-                        Array.init c.BatchSize (fun _ ->
-                            Passkey.trainingSample tokenizer (length + 1) source |> Array.map int64))
+            // copy problems: one micro-batch of random-token problems, at plain positions
+            let draws = if problems then [ None ] else draws
+
+            let batches =
+                if problems then
+                    let ids = CopyWarmup.spanIds config.Model.VocabSize
+
+                    [
+                        Array.init CopyWarmup.problemsPerStep (fun _ ->
+                            CopyWarmup.copyProblem rng ids |> Array.map int64)
+                    ]
+                else
+                    lengths
+                    |> List.map (fun length ->
+                        match c.Task with
+                        | TextWindows ->
+                            Array.init rowsPerBatch (fun _ ->
+                                let start = rng.NextInt64(int64 (train.Length - length))
+                                Array.init (length + 1) (fun j -> int64 train.[int start + j]))
+                        | PasskeySamples ->
+                            let source = Random(int (rng.NextSeed() % 2_147_483_647L))
+
+                            Array.init c.BatchSize (fun _ ->
+                                Passkey.trainingSample tokenizer (length + 1) source |> Array.map int64))
 
             let seed = rng.NextSeed()
 
@@ -426,7 +442,7 @@ type TrainSession
                         Evaluate.crossEntropy (model.ForwardAt(input, positions, Some(NtkAware d.Scale))) target
                     | None, None -> Evaluate.crossEntropy (model.forward input) target
 
-                use micro = (1.0 / float c.Accumulation).ToScalar()
+                use micro = (1.0 / float batches.Length).ToScalar()
                 (loss.mul micro).backward()
                 lossSum <- lossSum + loss.to_type(torch.ScalarType.Float64).item<float>()
                 tokens <- tokens + int64 rows.Length * (width - 1L)
@@ -440,7 +456,7 @@ type TrainSession
                     use scope = torch.NewDisposeScope()
                     (Collectives.allReduceSum comm (torch.tensor [| lossSum |])).[0].item<float>()
 
-            let loss = lossSum / float c.Accumulation
+            let loss = lossSum / float batches.Length
             let norm = optimizer.ClipGradients c.GradClip
 
             if not (Double.IsFinite loss) then
