@@ -302,7 +302,7 @@ Incremental decoding gives logits within **{report.KvCacheMaxAbsDiff:E2}** of th
     AtomicFile.writeText (file "report.md") text
 
 /// The base model's recipe for `steps` optimizer steps: `RunConfig.longContext` with a copy warm-up
-/// (30 % of the stream repeats an earlier chunk) and a curriculum from 1,024-token windows to the
+/// (a random span, repeated later, after 30 % of the chunks of text) and a curriculum from 1,024-token windows to the
 /// training length, both over the first 40 % of the steps, with `seed`.
 let baseConfig (steps: int) (seed: int64) : RunConfig =
     let preset = RunConfig.longContext

@@ -158,7 +158,8 @@ let ``the TorchSharp bridge this build loads needs the version the patcher may w
     // TorchSharp-cpu's bridge is copied into the test output (runtimes/linux-x64/native)
     let file =
         Directory.GetFiles(folder, "libLibTorchSharp.so", SearchOption.AllDirectories)
-        |> Array.head
+        |> Array.tryHead
+        |> Option.defaultWith (fun () -> failwith $"no libLibTorchSharp.so under {folder}")
 
     let needs =
         Native.Elf.versionNeeds (File.ReadAllBytes file) |> Result.defaultWith failwith

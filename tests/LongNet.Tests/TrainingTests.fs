@@ -619,6 +619,16 @@ let ``run configuration files fill missing fields from the preset and reject unk
     | Ok c -> Assert.Equal(RunConfig.longContext.Tokenizer, c.Tokenizer)
     | Error e -> failwith e
 
+    // a non-default copy-problem count is read, and survives a write and a read
+    match RunConfig.ofJsonText "config" "." """{ "preset": "tiny", "train": { "copyProblemSteps": 7 } }""" with
+    | Ok c ->
+        Assert.Equal(7, c.Train.CopyProblemSteps)
+
+        match RunConfig.ofJsonText "config" "." ((RunConfig.toJson c).ToJsonString()) with
+        | Ok again -> Assert.Equal(c.Train, again.Train)
+        | Error e -> failwith e
+    | Error e -> failwith e
+
     match RunConfig.ofJsonText "config" "." """{ "train": { "stepz": 7 } }""" with
     | Error e -> Assert.Contains("train.stepz", e)
     | Ok _ -> failwith "unknown field accepted"

@@ -45,12 +45,13 @@ module CopyWarmup =
     let reachFor (windowLength: int) =
         max (maxChunk + maxSpan) (windowLength - maxSpan)
 
-    /// The ids random spans draw from for a vocabulary of `vocabSize` ids.
-    let spanIds (vocabSize: int) = min spanIdLimit vocabSize
+    /// The ids random spans draw from for a vocabulary of `vocabSize` ids: below `spanIdLimit`, leaving
+    /// out the top three ids, where this library's tokenizers keep their special ids.
+    let spanIds (vocabSize: int) = max 2 (min spanIdLimit (vocabSize - 3))
 
-    /// One copy problem of `problemLength + 1` token ids below `ids`: random tokens in which the second
-    /// half repeats a span of `problemLength / 2` tokens that starts 16 … `problemLength / 2` tokens
-    /// earlier (so about half of the targets are copies). Deterministic in `rng`.
+    /// One copy problem of `problemLength + 1` random token ids below `ids` in which `problemLength / 2`
+    /// consecutive tokens each equal the token d back, d in 16 … `problemLength / 2` (so about half of
+    /// the targets are copies). Deterministic in `rng`.
     let copyProblem (rng: Rng) (ids: int) : int[] =
         if ids < 2 then
             invalidArg "ids" $"ids must be ≥ 2, got {ids}."

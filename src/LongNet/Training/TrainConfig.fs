@@ -87,7 +87,8 @@ type TrainConfig =
         /// The first steps that read their windows from the copy warm-up's stream.
         CopyWarmupSteps: int
         /// The first steps that train on copy problems of random tokens instead of text (0: none; see
-        /// `CopyWarmup.copyProblem`), so that copying starts before the text is learnt.
+        /// `CopyWarmup.copyProblem`: 8 × 128 tokens per step), so that copying starts before the text is
+        /// learnt. Like `CopyWarmupSteps` it counts from step 1: warm-up steps up to it are problems.
         CopyProblemSteps: int
     }
 
@@ -224,6 +225,14 @@ module TrainConfig =
             error
                 "copyWarmupShare"
                 $"the copy warm-up repeats spans of up to {CopyWarmup.maxSpan} tokens across chunks of up to {CopyWarmup.maxChunk}; it needs seqLen ≥ {CopyWarmup.minWindow}, got {c.SeqLen}."
+        elif
+            c.CopyWarmupShare > 0.0
+            && c.CurriculumStartLength > 0
+            && c.CurriculumStartLength < CopyWarmup.minWindow
+        then
+            error
+                "curriculumStartLength"
+                $"with the copy warm-up every window must hold a span and its repeat: curriculumStartLength must be ≥ {CopyWarmup.minWindow}, got {c.CurriculumStartLength}."
         elif c.CopyProblemSteps < 0 then
             error "copyProblemSteps" $"copyProblemSteps must be ≥ 0, got {c.CopyProblemSteps}."
         elif c.CopyProblemSteps > 0 && c.Task <> TextWindows then

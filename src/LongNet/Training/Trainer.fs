@@ -344,7 +344,8 @@ type TrainSession
     member _.NextLearningRate = Schedule.learningRate schedule (step + 1)
 
     /// One optimizer step on random windows of `train` (token ids) — during a copy warm-up, of
-    /// `CopyWarmup.stream` of it — or on generated passkey samples for the passkey task (`train` unused);
+    /// `CopyWarmup.stream` of it; during the first `CopyProblemSteps`, on copy problems instead (8 × 128
+    /// tokens, `train` unused) — or on generated passkey samples for the passkey task (`train` unused);
     /// with a curriculum, at `TrainConfig.sequenceLengthAt` the step. With CRD NTK scaling every micro-batch runs at its own draw
     /// (`ScaledRope.crdDraw` of the run's seed, the step and the micro-batch index): its length, its
     /// positions and its NTK scale. Fails — leaving the model as it was before the update — when the loss
@@ -361,8 +362,10 @@ type TrainSession
             let watch = Stopwatch.StartNew()
             let next = step + 1
 
+            let problems = c.Task = TextWindows && next <= c.CopyProblemSteps
+
             let train =
-                if c.CopyWarmupShare > 0.0 && next <= c.CopyWarmupSteps then
+                if c.CopyWarmupShare > 0.0 && next <= c.CopyWarmupSteps && not problems then
                     warmupOf train (TrainConfig.sequenceLengthAt c next)
                 else
                     train
@@ -381,8 +384,6 @@ type TrainSession
                     | None -> TrainConfig.sequenceLengthAt c next)
 
             let rowsPerBatch = TrainConfig.batchSizeAt c next
-
-            let problems = c.Task = TextWindows && next <= c.CopyProblemSteps
 
             // copy problems: one micro-batch of random-token problems, at plain positions
             let draws = if problems then [ None ] else draws

@@ -144,6 +144,11 @@ let ``copy warm-up settings out of range are refused naming the field`` () =
             { c with Task = PasskeySamples }, "copyWarmupShare"
             { c with CopyProblemSteps = -1 }, "copyProblemSteps"
             { c with
+                CurriculumStartLength = 256
+                CurriculumSteps = 10
+            },
+            "curriculumStartLength"
+            { c with
                 CopyWarmupShare = 0.0
                 CopyWarmupSteps = 0
                 CopyProblemSteps = 5
