@@ -263,11 +263,11 @@ module ContextUse =
         // 11.6 GB peak, ~11 kB per token) with a margin
         let perToken = element * e * 24L
 
+        // per chunk of 65,536 tokens: the feed-forward hidden activations, and the logits widened to
+        // float32 with their log-softmax (12 bytes per logit)
         let chunkBytes =
-            element
-            * 65536L
-            * (int64 config.FeedForwardDim * 3L * element + int64 config.VocabSize * 12L) // logits widened to float32, log-softmax
-            / element
+            65536L
+            * (int64 config.FeedForwardDim * 3L * element + int64 config.VocabSize * 12L)
 
         length * (perToken + 64L) + chunkBytes
 

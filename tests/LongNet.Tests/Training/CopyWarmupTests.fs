@@ -160,37 +160,39 @@ let ``copy warm-up settings out of range are refused naming the field`` () =
         | Error e -> Assert.Equal(field, e.Parameter)
         | Ok _ -> failwith $"accepted {bad.CopyWarmupShare} / {bad.CopyWarmupSteps}"
 
-[<Fact>]
-let ``training steps read the warm-up stream while the warm-up lasts`` () =
+/// Four training steps of the tiny model with `train` on `text`, from the same seed and initialisation.
+let private fourSteps (train: TrainConfig) (text: int[]) : StepReport list =
     Native.ensureLoaded () |> ignore
     torch.set_num_threads 1
+
+    use s =
+        TrainSession.Create({ RunConfig.tiny with Train = train }, Tokenizer.byteLevel ())
+        |> Result.defaultWith failwith
+
+    [
+        for _ in 1..4 ->
+            match s.TrainStep text with
+            | Ok r -> r
+            | Error e -> failwith e
+    ]
+
+[<Fact>]
+let ``training steps read the warm-up stream while the warm-up lasts`` () =
     let random = Random 5
     let text = Array.init 4000 (fun _ -> random.Next 256)
 
-    let config share =
-        { RunConfig.tiny with
-            Train =
-                { RunConfig.tiny.Train with
-                    Steps = 4
-                    BatchSize = 1
-                    SeqLen = CopyWarmup.minWindow
-                    WarmupSteps = 1
-                    CopyWarmupShare = share
-                    CopyWarmupSteps = (if share > 0.0 then 2 else 0)
-                }
-        }
-
     let losses share =
-        use s =
-            TrainSession.Create(config share, Tokenizer.byteLevel ())
-            |> Result.defaultWith failwith
+        let train =
+            { RunConfig.tiny.Train with
+                Steps = 4
+                BatchSize = 1
+                SeqLen = CopyWarmup.minWindow
+                WarmupSteps = 1
+                CopyWarmupShare = share
+                CopyWarmupSteps = (if share > 0.0 then 2 else 0)
+            }
 
-        [
-            for _ in 1..4 ->
-                match s.TrainStep text with
-                | Ok r -> r.Loss
-                | Error e -> failwith e
-        ]
+        fourSteps train text |> List.map _.Loss
 
     let plain = losses 0.0
     let warm = losses 0.5
@@ -200,34 +202,20 @@ let ``training steps read the warm-up stream while the warm-up lasts`` () =
 
 [<Fact>]
 let ``training steps solve copy problems first, then read the text`` () =
-    Native.ensureLoaded () |> ignore
-    torch.set_num_threads 1
     let random = Random 6
     let text = Array.init 4000 (fun _ -> random.Next 256)
 
-    let config problems =
-        { RunConfig.tiny with
-            Train =
-                { RunConfig.tiny.Train with
-                    Steps = 4
-                    BatchSize = 2
-                    SeqLen = 64
-                    WarmupSteps = 1
-                    CopyProblemSteps = problems
-                }
-        }
-
     let reports problems =
-        use s =
-            TrainSession.Create(config problems, Tokenizer.byteLevel ())
-            |> Result.defaultWith failwith
+        let train =
+            { RunConfig.tiny.Train with
+                Steps = 4
+                BatchSize = 2
+                SeqLen = 64
+                WarmupSteps = 1
+                CopyProblemSteps = problems
+            }
 
-        [
-            for _ in 1..4 ->
-                match s.TrainStep text with
-                | Ok r -> r.Tokens, r.Loss
-                | Error e -> failwith e
-        ]
+        fourSteps train text |> List.map (fun r -> r.Tokens, r.Loss)
 
     let plain = reports 0
     let withProblems = reports 2
