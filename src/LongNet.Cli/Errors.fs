@@ -4,6 +4,7 @@ module LongNet.Cli.Errors
 
 open System
 open System.Runtime.InteropServices
+open System.Text.RegularExpressions
 
 /// A failure of a command that is not a usage error; the message says the cause and what to do.
 exception CommandError of string
@@ -25,16 +26,28 @@ let firstLine (e: exn) : string =
     |> Array.tryHead
     |> Option.defaultValue (e.GetType().Name)
 
+let private parameterMark = Regex("`([a-z][A-Za-z0-9]*)`", RegexOptions.Compiled)
+
+/// A library message with its marked parameter names written as this CLI's options: `maxNewTokens` →
+/// --max-new-tokens (the library names parameters, never flags).
+let asOptions (message: string) : string =
+    parameterMark.Replace(
+        message,
+        fun m ->
+            let name = m.Groups.[1].Value
+            "--" + Regex.Replace(name, "([A-Z])", fun c -> "-" + c.Value.ToLowerInvariant())
+    )
+
 /// Runs a command body and turns every failure into one line on stderr and an exit code.
 let guard (command: string) (body: unit -> int) : int =
     try
         body ()
     with
     | Args.UsageError message ->
-        eprintfn "error: %s (see `longnet %s --help`)" message command
+        eprintfn "error: %s (see `longnet %s --help`)" (asOptions message) command
         2
     | CommandError message ->
-        eprintfn "error: %s" message
+        eprintfn "error: %s" (asOptions message)
         1
     | :? OutOfMemoryException ->
         eprintfn "error: out of memory; use a smaller model, batch or sequence length."

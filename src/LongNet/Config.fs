@@ -88,6 +88,46 @@ type Group =
             | :? Group as h -> compare (g.W, g.R) (h.W, h.R)
             | _ -> invalidArg "o" "can only compare with another Group"
 
+/// Group lists built from a rule.
+module Groups =
+    /// The LongNet paper's geometric groups: segment w0·α^i with rate β^i for i = 0 … count−1, every
+    /// rate ≤ heads so that per-head offsets cover each (head, position) in every group.
+    let geometric
+        (firstSegment: int)
+        (segmentRatio: int)
+        (rateRatio: int)
+        (count: int)
+        (heads: int)
+        : Result<Group list, ConfigError> =
+        let error p m = Error { Parameter = p; Message = m }
+
+        if firstSegment < 1 then
+            error "firstSegment" $"firstSegment must be ≥ 1, got {firstSegment}."
+        elif segmentRatio < 2 then
+            error "segmentRatio" $"segmentRatio must be ≥ 2, got {segmentRatio}."
+        elif rateRatio < 1 || rateRatio > segmentRatio then
+            error "rateRatio" $"rateRatio must be in [1, segmentRatio = {segmentRatio}], got {rateRatio}."
+        elif count < 1 || count > 16 then
+            error "count" $"count must be in [1, 16], got {count}."
+        elif heads < 1 then
+            error "heads" $"heads must be ≥ 1, got {heads}."
+        else
+            let power (b: int) (e: int) = pown (int64 b) e
+            let lastSegment = int64 firstSegment * power segmentRatio (count - 1)
+            let lastRate = power rateRatio (count - 1)
+
+            if lastSegment > int64 Int32.MaxValue then
+                error "count" $"count {count} makes the last segment {lastSegment}, past {Int32.MaxValue}."
+            elif lastRate > int64 heads then
+                error
+                    "count"
+                    $"count {count} makes the last rate {lastRate}, above heads = {heads}: some (head, position) pairs would be covered by no head; use fewer groups, a smaller rateRatio or more heads."
+            else
+                List.init count (fun i ->
+                    Group.Create(firstSegment * int (power segmentRatio i), int (power rateRatio i))
+                    |> Result.defaultWith (fun e -> e.Raise()))
+                |> Ok
+
 /// The full configuration of dilated attention.
 type DilatedConfig =
     {

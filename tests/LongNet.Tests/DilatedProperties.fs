@@ -532,3 +532,40 @@ let ``float16 inputs give finite outputs within 1e-2 of float64`` (case: Case) =
 [<Property(Arbitrary = [| typeof<Cases> |], MaxTest = 200)>]
 let ``bfloat16 inputs give finite outputs within 3e-2 of float64`` (case: Case) =
     lowPrecisionFact torch.bfloat16 3e-2 case
+
+// ----------------------------------------------------------------------------------------------
+// Geometric groups
+
+[<Property(MaxTest = 500)>]
+let ``geometric groups grow by their ratios and cover every head and position, or are refused by name``
+    (w0: FsCheck.PositiveInt)
+    (segmentRatio: byte)
+    (rateRatio: byte)
+    (count: byte)
+    (heads: byte)
+    =
+    let w0 = 1 + w0.Get % 256
+    let segmentRatio, rateRatio = 2 + int segmentRatio % 3, 1 + int rateRatio % 4
+    let count, heads = 1 + int count % 6, 1 + int heads % 16
+
+    match Groups.geometric w0 segmentRatio rateRatio count heads with
+    | Error e ->
+        let lastRate = pown rateRatio (count - 1)
+
+        expect
+            (rateRatio > segmentRatio && e.Parameter = "rateRatio"
+             || lastRate > heads && e.Parameter = "count")
+            (fun () -> $"refused {e.Parameter}: {e.Message}")
+    | Ok groups ->
+        expect (groups.Length = count) (fun () -> $"{groups.Length} groups, asked for {count}")
+
+        groups
+        |> List.iteri (fun i g ->
+            expect (g.SegmentLength = w0 * pown segmentRatio i && g.DilationRate = pown rateRatio i) (fun () ->
+                $"group {i} is {g}")
+
+            let covered =
+                Set.ofList [ for j in 0 .. heads - 1 -> HeadOffsets.offset Paper heads g.DilationRate j ]
+
+            expect (covered.Count = g.DilationRate) (fun () ->
+                $"group {g} with {heads} heads covers offsets {covered}"))

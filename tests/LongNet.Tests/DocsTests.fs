@@ -86,3 +86,41 @@ let ``the CLI reference shows every command's current help text`` () =
             reference.Contains $"## `{command}`" && reference.Contains help,
             $"docs/cli.md lacks the current `longnet {command} --help` text; regenerate it (see the page's header)"
         )
+
+/// String literals of F# source with comments removed: the text a user can see in a message.
+let stringLiterals (source: string) : string list =
+    let code =
+        source.Split('\n')
+        |> Array.filter (fun line -> not (line.TrimStart().StartsWith "//"))
+        |> String.concat "\n"
+
+    [ for m in Regex.Matches(code, "\"(?:[^\"\\\\\\n]|\\\\.)*\"") -> m.Value ]
+
+[<Fact>]
+let ``string literals are found outside comments only`` () =
+    let source =
+        "/// see --steps\nlet a = \"must be --x\" // --y\nlet b = $\"`steps` {x}\""
+
+    Assert.Equal<string list>([ "\"must be --x\""; "\"`steps` {x}\"" ], stringLiterals source)
+
+[<Fact>]
+let ``the library's messages name parameters, never command-line flags`` () =
+    let root = repositoryRoot ()
+
+    let literals =
+        [
+            for file in
+                Directory.EnumerateFiles(Path.Combine(root, "src", "LongNet"), "*.fs", SearchOption.AllDirectories) do
+                for literal in stringLiterals (File.ReadAllText file) -> Path.GetFileName file, literal
+        ]
+
+    Assert.True(
+        literals.Length > 500,
+        $"expected the library to hold over 500 string literals, found {literals.Length}"
+    )
+
+    let flagged =
+        literals
+        |> List.filter (fun (_, literal) -> Regex.IsMatch(literal, @"(^|[\s`(""])--[a-z]"))
+
+    Assert.True(flagged.IsEmpty, sprintf "flag text in library strings: %A" flagged)

@@ -33,6 +33,12 @@ let ``train, resume, eval and generate work end to end on a tiny run`` () =
     Assert.Contains("resuming", stdout)
     Assert.Equal(7, File.ReadAllLines(Path.Combine(out, "train_log.csv")).Length)
 
+    let code, _, stderr =
+        capture Train.run [ "--corpus"; corpus; "--out"; out; "--resume"; "--steps"; "6" ]
+
+    Assert.Equal(1, code)
+    Assert.Contains("raise --steps to train further", stderr)
+
     let json = Path.Combine(dir.Path, "ppl.json")
 
     let code, stdout, stderr =
@@ -92,6 +98,12 @@ let ``train, resume, eval and generate work end to end on a tiny run`` () =
 
     Assert.True((code = 0), stderr)
     Assert.True(Text.Encoding.UTF8.GetByteCount stdout <= 12, $"printed more than the continuation: '{stdout}'")
+
+[<Fact>]
+let ``library parameter names are shown as the command's options`` () =
+    Assert.Equal("--max-new-tokens must be ≥ 1", Errors.asOptions "`maxNewTokens` must be ≥ 1")
+    Assert.Equal("raise --steps or --top-k", Errors.asOptions "raise `steps` or `topK`")
+    Assert.Equal("no marks here", Errors.asOptions "no marks here")
 
 [<Fact>]
 let ``a bad command line exits 2 with one line naming the option`` () =

@@ -147,7 +147,7 @@ module Checkpoint =
                 Error $"checkpoint '{path}' is a folder; give the checkpoint file inside it (e.g. '{inside}')."
             else
                 Error
-                    $"checkpoint '{path}' does not exist; train one with `longnet train --out DIR` (it writes DIR/checkpoint.ckpt)."
+                    $"checkpoint '{path}' does not exist; train a model first (a training run writes checkpoint.ckpt into its run folder)."
         else
             let bytes =
                 try

@@ -60,7 +60,7 @@ module Evaluate =
             Error $"evaluation length {length} exceeds the model's maxPositions {model.Config.MaxPositions}."
         elif tokens.Length < length + 1 then
             Error
-                $"the validation text has {tokens.Length} tokens; length {length} needs at least {length + 1}. Use a larger corpus or shorter --lengths."
+                $"the validation text has {tokens.Length} tokens; length {length} needs at least {length + 1}. Use a larger corpus or shorter `lengths`."
         elif split |> Option.exists (fun c -> length < c.Size) then
             Error $"evaluation length {length} is shorter than the number of ranks ({split.Value.Size}) sharing it."
         else

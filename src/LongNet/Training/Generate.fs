@@ -30,12 +30,12 @@ module Generate =
         if model.Config.Architecture <> Decoder then
             Error "this checkpoint holds an encoder (non-causal); generation needs a decoder."
         elif prompt.Length = 0 then
-            Error "the prompt is empty; give some text with --prompt or --prompt-file."
+            Error "the prompt is empty; give some text as the `prompt`."
         elif settings.MaxNewTokens < 1 then
-            Error $"--max-new-tokens must be ≥ 1, got {settings.MaxNewTokens}."
+            Error $"`maxNewTokens` must be ≥ 1, got {settings.MaxNewTokens}."
         elif int64 prompt.Length + int64 settings.MaxNewTokens > int64 limit then
             Error
-                $"the prompt has {prompt.Length} tokens and {settings.MaxNewTokens} more were asked for, past the model's limit of {limit} positions; shorten the prompt or lower --max-new-tokens."
+                $"the prompt has {prompt.Length} tokens and {settings.MaxNewTokens} more were asked for, past the model's limit of {limit} positions; shorten the prompt or lower `maxNewTokens`."
         else
             match prompt |> Array.tryFind (fun t -> t < 0 || t >= model.Config.VocabSize) with
             | Some t ->

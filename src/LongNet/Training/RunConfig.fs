@@ -213,7 +213,7 @@ module RunConfig =
     /// Reads a run configuration file.
     let load (path: string) : Result<RunConfig, string> =
         if not (File.Exists path) then
-            Error $"config file '{path}' does not exist; give a JSON file or use --preset (tiny, demo, small, longctx)."
+            Error $"config file '{path}' does not exist; give a JSON file or a `preset` (tiny, demo, small, longctx)."
         else
             try
                 let text = File.ReadAllText path

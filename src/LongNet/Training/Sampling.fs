@@ -37,16 +37,16 @@ module Sampling =
             TopP = 0.95
         }
 
-    /// Checks temperature > 0, top-k ≥ 0 and top-p in (0, 1]; errors name the option.
+    /// Checks temperature > 0, top-k ≥ 0 and top-p in (0, 1]; errors name the parameter.
     let validate (s: SamplingSettings) : Result<SamplingSettings, string> =
         if s.Greedy then
             Ok s
         elif not (s.Temperature > 0.0 && Double.IsFinite s.Temperature) then
-            Error $"--temperature must be a number > 0, got {s.Temperature}."
+            Error $"`temperature` must be a number > 0, got {s.Temperature}."
         elif s.TopK < 0 then
-            Error $"--top-k must be ≥ 0 (0 = off), got {s.TopK}."
+            Error $"`topK` must be ≥ 0 (0 = off), got {s.TopK}."
         elif not (s.TopP > 0.0 && s.TopP <= 1.0) then
-            Error $"--top-p must be in (0, 1], got {s.TopP}."
+            Error $"`topP` must be in (0, 1], got {s.TopP}."
         else
             Ok s
 

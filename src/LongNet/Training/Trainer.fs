@@ -233,7 +233,7 @@ type TrainSession
 
             if header.Step >= train.Steps then
                 Error
-                    $"the checkpoint has already completed {header.Step} of {train.Steps} steps; pass a larger --steps to train further."
+                    $"the checkpoint has already completed {header.Step} of {train.Steps} steps; raise `steps` to train further."
             else
                 match
                     checkCrdLength config.Model train
@@ -357,7 +357,7 @@ type TrainSession
             Error "the model was detached from this session; start a new session to train further."
         elif c.Task = TextWindows && train.Length < c.SeqLen + 1 then
             Error
-                $"the training text has {train.Length} tokens; sequences of {c.SeqLen} need at least {c.SeqLen + 1}. Use a larger corpus or a smaller --seq-len."
+                $"the training text has {train.Length} tokens; sequences of {c.SeqLen} need at least {c.SeqLen + 1}. Use a larger corpus or a smaller `seqLen`."
         else
             let watch = Stopwatch.StartNew()
             let next = step + 1
