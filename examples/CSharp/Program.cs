@@ -42,7 +42,7 @@ using (var scope = NewDisposeScope())
 
     // 2. A LongNet configuration: segments double while the dilation doubles (the paper's geometric series).
     var attention = DilatedAttention.Create()
-        .Segments(16, 32, 64).Rates(1, 2, 4)
+        .Group(segmentLength: 16, dilationRate: 1).Group(32, 2).Group(64, 4)
         .Causal()
         .HeadOffsets(HeadOffsets.Paper)
         .Build();

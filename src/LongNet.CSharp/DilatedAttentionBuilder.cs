@@ -97,6 +97,17 @@ public sealed class DilatedAttentionBuilder
         return Rates(rates.ToArray());
     }
 
+    /// <summary>Adds one group after those given before (by earlier calls, or by <see cref="Segments(int[])"/> and <see cref="Rates(int[])"/>).</summary>
+    /// <param name="segmentLength">The segment length w, ≥ 1.</param>
+    /// <param name="dilationRate">The dilation rate r, in [1, <paramref name="segmentLength"/>].</param>
+    /// <returns>A builder with this group added.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">A value is out of its range.</exception>
+    public DilatedAttentionBuilder Group(int segmentLength, int dilationRate)
+    {
+        var (segments, rates) = Interop.AddGroup(settings.SegmentLengths ?? [], settings.Rates ?? [], segmentLength, dilationRate);
+        return With(settings with { SegmentLengths = segments, Rates = rates });
+    }
+
     /// <summary>Whether a query may only see keys at or before its own position (default: not causal).</summary>
     /// <param name="causal">True for causal (decoder) attention.</param>
     /// <returns>A builder with this setting.</returns>

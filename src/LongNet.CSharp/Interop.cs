@@ -76,6 +76,50 @@ internal static class Interop
             _ => coreParameter,
         };
 
+    /// <summary>
+    /// The core's groups from parallel segment lengths and rates (checked by the caller beforehand); for dense
+    /// attention, which ignores them, groups that are not valid become the core's defaults.
+    /// </summary>
+    internal static FSharpList<global::LongNet.Group> ToFSharpGroups(int[] segmentLengths, int[] rates, bool dense)
+    {
+        if (segmentLengths.Length == rates.Length)
+        {
+            var groups = global::LongNet.Groups.ofPairs(ToFSharpList(segmentLengths.Zip(rates, (w, r) => Tuple.Create(w, r))));
+            if (groups.IsOk)
+            {
+                return groups.ResultValue;
+            }
+
+            if (!dense)
+            {
+                throw ToException(groups.ErrorValue);
+            }
+        }
+        else if (!dense)
+        {
+            throw new ArgumentException($"rates must have one entry per segment length ({segmentLengths.Length}), got {rates.Length}.", "rates");
+        }
+
+        return global::LongNet.Modules.ModelConfigModule.defaults.Groups;
+    }
+
+    /// <summary>Parallel segment lengths and rates with one group (checked here) appended.</summary>
+    internal static (int[] SegmentLengths, int[] Rates) AddGroup(int[] segmentLengths, int[] rates, int segmentLength, int dilationRate)
+    {
+        if (segmentLength < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(segmentLength), segmentLength, $"segmentLength must be ≥ 1, got {segmentLength}.");
+        }
+
+        if (dilationRate < 1 || dilationRate > segmentLength)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(dilationRate), dilationRate, $"dilationRate must be in [1, segmentLength = {segmentLength}], got {dilationRate}.");
+        }
+
+        return ([.. segmentLengths, segmentLength], [.. rates, dilationRate]);
+    }
+
     /// <summary>A core configuration error as the exception a C# caller expects.</summary>
     internal static ArgumentException ToException(FsConfigError error) =>
         new(error.Message, ParameterName(error.Parameter));

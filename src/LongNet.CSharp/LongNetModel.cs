@@ -27,8 +27,8 @@ public sealed class LongNetModel : IDisposable
     {
         Inner = inner;
         Tokenizer = tokenizer;
-        SegmentLengths = Interop.ReadOnly(inner.Config.SegmentLengths);
-        Rates = Interop.ReadOnly(inner.Config.DilationRates);
+        SegmentLengths = Interop.ReadOnly(inner.Config.Groups.Select(g => g.SegmentLength));
+        Rates = Interop.ReadOnly(inner.Config.Groups.Select(g => g.DilationRate));
     }
 
     internal FsModel Inner { get; }

@@ -62,8 +62,8 @@ public sealed class LongNetModelBuilder
             c.Heads,
             c.FeedForwardDim,
             c.FeedForward.IsSwiGlu ? CSharp.FeedForwardKind.SwiGlu : CSharp.FeedForwardKind.Gelu,
-            c.SegmentLengths.ToArray(),
-            c.DilationRates.ToArray(),
+            c.Groups.Select(g => g.SegmentLength).ToArray(),
+            c.Groups.Select(g => g.DilationRate).ToArray(),
             Interop.FromFSharp(c.Offsets),
             c.Architecture.IsDecoder,
             position,
@@ -155,7 +155,7 @@ public sealed class LongNetModelBuilder
     /// <exception cref="ArgumentException"><paramref name="segmentLengths"/> is empty.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A length is &lt; 1.</exception>
     public LongNetModelBuilder Segments(params int[] segmentLengths) =>
-        new(settings with { SegmentLengths = Checks.NonEmpty(segmentLengths, nameof(segmentLengths), (v, p) => Checks.AtLeast(v, 1, p)) });
+        new(settings with { SegmentLengths = Checks.NonEmpty(segmentLengths, nameof(segmentLengths), (v, p) => Checks.AtLeast(v, 1, p)), GroupsGiven = true });
 
     /// <summary>The dilation rate r of each group, one per segment length.</summary>
     /// <param name="rates">One or more rates, each ≥ 1 and (checked by <see cref="Build"/>) at most its segment length.</param>
@@ -164,7 +164,19 @@ public sealed class LongNetModelBuilder
     /// <exception cref="ArgumentException"><paramref name="rates"/> is empty.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A rate is &lt; 1.</exception>
     public LongNetModelBuilder Rates(params int[] rates) =>
-        new(settings with { Rates = Checks.NonEmpty(rates, nameof(rates), (v, p) => Checks.AtLeast(v, 1, p)) });
+        new(settings with { Rates = Checks.NonEmpty(rates, nameof(rates), (v, p) => Checks.AtLeast(v, 1, p)), GroupsGiven = true });
+
+    /// <summary>Adds one dilated-attention group; the first call replaces the default groups.</summary>
+    /// <param name="segmentLength">The segment length w, ≥ 1.</param>
+    /// <param name="dilationRate">The dilation rate r, in [1, <paramref name="segmentLength"/>].</param>
+    /// <returns>A builder with this group after the ones given before.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">A value is out of its range.</exception>
+    public LongNetModelBuilder Group(int segmentLength, int dilationRate)
+    {
+        var (segments, rates) = Interop.AddGroup(
+            settings.GroupsGiven ? settings.SegmentLengths : [], settings.GroupsGiven ? settings.Rates : [], segmentLength, dilationRate);
+        return new(settings with { SegmentLengths = segments, Rates = rates, GroupsGiven = true });
+    }
 
     /// <summary>Which offset each head uses inside a segment (default <see cref="CSharp.HeadOffsets.Paper"/>).</summary>
     /// <param name="offsets">Paper or Blocks.</param>
@@ -300,7 +312,7 @@ public sealed class LongNetModelBuilder
     {
         var d = FsModelConfigModule.defaults;
         var probe = new FsModelConfig(
-            d.VocabSize, d.EmbedDim, d.Layers, d.Heads, d.FeedForwardDim, d.FeedForward, d.SegmentLengths, d.DilationRates, d.Offsets,
+            d.VocabSize, d.EmbedDim, d.Layers, d.Heads, d.FeedForwardDim, d.FeedForward, d.Groups, d.Offsets,
             d.Architecture, d.Position, d.Attention, method, d.SubLayerNorm, d.Dropout, d.Bias, d.TiedEmbeddings, d.LayerNormEpsilon,
             d.MaxPositions, d.SmearedKeys);
         var result = FsModelConfigModule.validateScaling(probe);
@@ -409,8 +421,7 @@ public sealed class LongNetModelBuilder
             settings.Heads,
             settings.FeedForwardDim,
             settings.FeedForwardKind == CSharp.FeedForwardKind.SwiGlu ? FsFeedForwardKind.SwiGlu : FsFeedForwardKind.Gelu,
-            Interop.ToFSharpList(settings.SegmentLengths),
-            Interop.ToFSharpList(settings.Rates),
+            Interop.ToFSharpGroups(settings.SegmentLengths, settings.Rates, settings.Attention.IsDense),
             Interop.ToFSharp(settings.Offsets),
             settings.Causal ? FsArchitecture.Decoder : FsArchitecture.Encoder,
             Interop.ToFSharp(settings.Position, settings.RopeBase, settings.XPosScaleBase),
@@ -459,5 +470,6 @@ public sealed class LongNetModelBuilder
         FsScalingMethod Scaling,
         bool SmearedKeys,
         Tokenizer? Tokenizer,
-        long? Seed);
+        long? Seed,
+        bool GroupsGiven = false);
 }

@@ -14,8 +14,8 @@ let help =
     """longnet demo [--out DIR] [--minutes M] [--corpus PATH] [--seed S] [--from-scratch | --base CKPT] [--long N] [--windows N]
 longnet demo --make-base PATH [--steps N] [--run-dir DIR] [--corpus PATH] [--seed S]
 
-The main job: a LongNet language model (dilated attention, groups (128,1) (512,2) (2048,4) (8192,8),
-8 heads, training length 8192) trained for a few minutes on the .NET SDK's own reference documentation
+The main job: a LongNet language model (dilated attention, groups (1024,1) (2048,2) (4096,4) (8192,8),
+8 heads, no position encoding, training length 8192) trained for a few minutes on the .NET SDK's own reference documentation
 (whole files in order; a third of the files held out, chosen by name), then measured as the LongNet paper measures context use:
 perplexity of the same held-out targets given 256 … 7936 tokens of context, loss by position, one
 forward over 1,048,576 held-out tokens (seconds, peak memory); plus the KV cache against the full
@@ -30,7 +30,7 @@ logs and checkpoint.ckpt.
   --base CKPT      start from this checkpoint's weights and tokenizer (default: the base checkpoint
                    shipped in LongNet.Experiments, written to DIR/base.ckpt; see docs/model.md)
   --make-base PATH train the base checkpoint instead: the demo's model from scratch for --steps steps
-                   (default 3000; seeded, no time budget), its weights saved in bfloat16 to PATH; the
+                   (default 1500; seeded, no time budget), its weights saved in bfloat16 to PATH; the
                    full run (logs, resumable checkpoint) in --run-dir (default PATH.run)
   --long N         tokens of the long forward (default 1048576; 0 skips it)
   --windows N      held-out windows per context length (default 32)
@@ -90,7 +90,7 @@ let private makeBase (p: Args.Parsed) : int =
     if Args.has p "--from-scratch" then
         raise (Args.UsageError "--from-scratch does not go with --make-base (the base is always trained from scratch).")
 
-    let steps = Args.intOption p "--steps" 1L 10_000_000L 3000L |> int
+    let steps = Args.intOption p "--steps" 1L 10_000_000L 1500L |> int
     let seed = Args.intOption p "--seed" 0L Int64.MaxValue 1L
 
     let runDir =

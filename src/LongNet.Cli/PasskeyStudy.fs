@@ -88,8 +88,7 @@ let modelFor
         Layers = layers
         Heads = heads
         FeedForwardDim = 2 * embed
-        SegmentLengths = groups |> List.map fst
-        DilationRates = groups |> List.map snd
+        Groups = Groups.ofPairsOrRaise groups
         Attention =
             match attention with
             | "dilated" -> AttentionKind.Dilated

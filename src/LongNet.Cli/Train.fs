@@ -129,8 +129,7 @@ let describe (session: TrainSession) (corpus: Corpus) =
     let c = session.Config
     let m = c.Model
 
-    let groups =
-        String.Join(" ", List.map2 (fun w r -> $"({w},{r})") m.SegmentLengths m.DilationRates)
+    let groups = Groups.describe m.Groups
 
     printfn
         "model: %d layers, embed %d, %d heads, %s %d, groups %s, %s; %s parameters"

@@ -62,8 +62,7 @@ type Settings =
 let contenders (longnet: RunConfig) : Contender list =
     let local =
         { longnet.Model with
-            SegmentLengths = [ 256 ]
-            DilationRates = [ 1 ]
+            Groups = Groups.ofPairsOrRaise [ 256, 1 ]
         }
 
     let dense =

@@ -159,8 +159,7 @@ let promptFrom (tokenizer: ITokenizer) (validation: int[]) : string =
 let private markdownCode (text: string) =
     "```text\n" + text.Replace("```", "'''").TrimEnd() + "\n```"
 
-let private groupsText (m: ModelConfig) =
-    String.Join(" ", List.map2 (fun w r -> $"({w}, {r})") m.SegmentLengths m.DilationRates)
+let private groupsText (m: ModelConfig) = Groups.describe m.Groups
 
 /// Writes report.json, report.md, samples.txt and the plots (loss.png, context.png, position.png).
 let writeReport
@@ -301,9 +300,9 @@ Incremental decoding gives logits within **{report.KvCacheMaxAbsDiff:E2}** of th
 
     AtomicFile.writeText (file "report.md") text
 
-/// The base model's recipe for `steps` optimizer steps: `RunConfig.longContext` with a copy warm-up
-/// (a random span, repeated later, after 30 % of the chunks of text) and a curriculum from 1,024-token windows to the
-/// training length, both over the first 40 % of the steps, with `seed`.
+/// The base model's recipe for `steps` optimizer steps: `RunConfig.longContext` with a curriculum from
+/// 1,024-token windows to the training length over the first 40 % of the steps, with `seed` (no copy
+/// warm-up: at this scale it cost more perplexity than it gained, docs/model.md).
 let baseConfig (steps: int) (seed: int64) : RunConfig =
     let preset = RunConfig.longContext
     let early = max 1 (steps * 2 / 5)
@@ -313,8 +312,6 @@ let baseConfig (steps: int) (seed: int64) : RunConfig =
             { preset.Train with
                 Steps = steps
                 Seed = seed
-                CopyWarmupShare = 0.3
-                CopyWarmupSteps = early
                 CurriculumStartLength = 1024
                 CurriculumSteps = early
             }

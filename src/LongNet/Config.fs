@@ -88,8 +88,33 @@ type Group =
             | :? Group as h -> compare (g.W, g.R) (h.W, h.R)
             | _ -> invalidArg "o" "can only compare with another Group"
 
-/// Group lists built from a rule.
+/// Group lists: from (segment length, dilation rate) pairs, from a rule, and back.
 module Groups =
+    /// Groups from (segment length, dilation rate) pairs, checked one by one; the error names the first bad one.
+    let ofPairs (pairs: (int * int) list) : Result<Group list, ConfigError> =
+        List.foldBack
+            (fun (w, r) acc ->
+                match Group.Create(w, r), acc with
+                | Ok g, Ok gs -> Ok(g :: gs)
+                | Error e, _ -> Error e
+                | _, Error e -> Error e)
+            pairs
+            (Ok [])
+
+    /// Groups from pairs known to be valid (presets, literals); raises `ArgumentException` otherwise.
+    let ofPairsOrRaise (pairs: (int * int) list) : Group list =
+        match ofPairs pairs with
+        | Ok groups -> groups
+        | Error e -> e.Raise()
+
+    /// The (segment length, dilation rate) pair of each group.
+    let pairs (groups: Group list) : (int * int) list =
+        groups |> List.map (fun g -> g.SegmentLength, g.DilationRate)
+
+    /// Groups as text: "(1024,1) (2048,2)".
+    let describe (groups: Group list) : string =
+        String.Join(" ", groups |> List.map (fun g -> $"({g.SegmentLength},{g.DilationRate})"))
+
     /// The LongNet paper's geometric groups: segment w0·α^i with rate β^i for i = 0 … count−1, every
     /// rate ≤ heads so that per-head offsets cover each (head, position) in every group.
     let geometric
@@ -152,6 +177,43 @@ module DilatedConfig =
                 | _, Error e -> Error e)
             results
             (Ok [])
+
+    /// Builds a configuration from groups: at least one, all distinct, and a finite scale > 0 if given.
+    let ofGroups
+        (groups: Group list)
+        (offsets: HeadOffsets)
+        (causal: bool)
+        (scale: float option)
+        : Result<DilatedConfig, ConfigError> =
+        match scale with
+        | Some s when not (Double.IsFinite s) || s <= 0.0 ->
+            Error
+                {
+                    Parameter = "scale"
+                    Message = $"scale must be a finite number > 0, got {s}."
+                }
+        | _ when groups.IsEmpty ->
+            Error
+                {
+                    Parameter = "groups"
+                    Message = "groups must hold at least one group."
+                }
+        | _ ->
+            match groups |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
+            | Some(g, _) ->
+                Error
+                    {
+                        Parameter = "groups"
+                        Message = $"groups must be distinct; {g} appears more than once."
+                    }
+            | None ->
+                Ok
+                    {
+                        Groups = groups
+                        Offsets = offsets
+                        Causal = causal
+                        Scale = scale
+                    }
 
     /// Builds a configuration from parallel lists of segment lengths and dilation rates.
     let create

@@ -111,6 +111,25 @@ type Reader(node: JsonNode, section: string) =
             ]
         | Some v -> fail (qualified name) $"{qualified name} must be a list of integers, got {v.ToJsonString()}."
 
+    /// A list of JSON objects, or `None` when the field is absent.
+    member _.ObjectList(name: string) : JsonNode list option =
+        match tryValue name with
+        | None -> None
+        | Some(:? JsonArray as items) ->
+            Some
+                [
+                    for i in 0 .. items.Count - 1 do
+                        match items.[i] with
+                        | :? JsonObject as o -> o :> JsonNode
+                        | item ->
+                            let text = if isNull item then "null" else item.ToJsonString()
+                            fail $"{qualified name}[{i}]" $"{qualified name}[{i}] must be a JSON object, got {text}."
+                ]
+        | Some v -> fail (qualified name) $"{qualified name} must be a list of objects, got {v.ToJsonString()}."
+
+    /// Whether the object holds the field `name`.
+    member _.Has(name: string) : bool = (tryValue name).IsSome
+
     /// A nested object field (absent: an empty object).
     member _.Object(name: string) : JsonNode =
         match tryValue name with

@@ -58,6 +58,18 @@ public sealed class BuilderEquivalenceTests
             .Segments(8, 16).Rates(1, 2).Causal().MaxPositions(256);
 
     [Fact]
+    public void Groups_added_one_at_a_time_equal_the_parallel_lists()
+    {
+        var byGroup = LongNetModel.Create().Vocabulary(40).Embedding(16).Layers(2).Heads(2).FeedForward(24, FeedForwardKind.Gelu)
+            .Group(segmentLength: 8, dilationRate: 1).Group(segmentLength: 16, dilationRate: 2).Causal().MaxPositions(256);
+        Assert.Equal(TinyModel().ToFSharp(), byGroup.ToFSharp());
+
+        var attention = DilatedAttention.Create().Group(4, 1).Group(8, 2).Build();
+        Assert.Equal(new[] { 4, 8 }, attention.SegmentLengths);
+        Assert.Equal(new[] { 1, 2 }, attention.Rates);
+    }
+
+    [Fact]
     public void The_model_builder_equals_the_FSharp_model_for_the_same_seed()
     {
         using var scope = NewDisposeScope();
@@ -80,8 +92,8 @@ public sealed class BuilderEquivalenceTests
         Assert.Equal(2, config.Layers);
         Assert.Equal(24, config.FeedForwardDim);
         Assert.True(config.FeedForward.IsGelu);
-        Assert.Equal(new[] { 8, 16 }, config.SegmentLengths);
-        Assert.Equal(new[] { 1, 2 }, config.DilationRates);
+        Assert.Equal(new[] { 8, 16 }, config.Groups.Select(g => g.SegmentLength));
+        Assert.Equal(new[] { 1, 2 }, config.Groups.Select(g => g.DilationRate));
         Assert.True(config.Architecture.IsDecoder);
 
         // ToBuilder keeps the configuration: the same seed gives the same weights.

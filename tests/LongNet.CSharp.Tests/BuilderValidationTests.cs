@@ -68,6 +68,10 @@ public sealed class BuilderValidationTests
         Throws<ArgumentOutOfRangeException>("preset", () => b.Preset((Preset)9));
         Throws<ArgumentNullException>("tokenizer", () => b.Tokenizer(null!));
 
+        Throws<ArgumentOutOfRangeException>("segmentLength", () => b.Group(0, 1));
+        Throws<ArgumentOutOfRangeException>("dilationRate", () => b.Group(4, 8));
+        Throws<ArgumentOutOfRangeException>("dilationRate", () => DilatedAttention.Create().Group(4, 0));
+
         var tiny = b.Preset(Preset.Tiny);
         Throws<ArgumentException>("rates", () => tiny.Segments(8, 16).Rates(1).Build());
         Throws<ArgumentOutOfRangeException>("rates", () => tiny.Segments(8, 16).Rates(1, 32).Build());

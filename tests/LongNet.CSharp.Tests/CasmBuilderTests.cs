@@ -43,7 +43,7 @@ public sealed class CasmBuilderTests : IDisposable
     {
         var d = FsModelConfigModule.defaults;
         return new FsModelConfig(
-            40, 16, 2, 2, 24, global::LongNet.Modules.FeedForwardKind.Gelu, Interop.ToFSharpList(new[] { 8, 16 }), Interop.ToFSharpList(new[] { 1, 2 }),
+            40, 16, 2, 2, 24, global::LongNet.Modules.FeedForwardKind.Gelu, global::LongNet.Groups.ofPairsOrRaise(Interop.ToFSharpList(new[] { Tuple.Create(8, 1), Tuple.Create(16, 2) })),
             global::LongNet.HeadOffsets.Paper, global::LongNet.Modules.Architecture.Decoder, d.Position, attention, scaling, false, 0.0, false,
             true, 1e-5, 256, false);
     }

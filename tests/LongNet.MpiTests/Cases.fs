@@ -337,8 +337,7 @@ let private splitRun (precision: Precision) : RunConfig =
                 EmbedDim = 16
                 Heads = 2
                 FeedForwardDim = 24
-                SegmentLengths = [ 8; 16; 32 ]
-                DilationRates = [ 1; 2; 4 ]
+                Groups = Groups.ofPairsOrRaise [ 8, 1; 16, 2; 32, 4 ]
                 Dropout = 0.0
             }
         Train =

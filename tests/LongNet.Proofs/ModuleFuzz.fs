@@ -274,7 +274,7 @@ type ModelFlaw =
     | NoModelFlaw
     | TinyVocabulary
     | NoLayers
-    | ExtraDilationRate
+    | DuplicateGroup
     | TokenPastVocabulary
     | NegativeToken
     | FloatTokens
@@ -321,7 +321,7 @@ let modelCaseGen: Gen<ModelCase> =
                     12, Gen.constant NoModelFlaw
                     1, Gen.constant TinyVocabulary
                     1, Gen.constant NoLayers
-                    1, Gen.constant ExtraDilationRate
+                    1, Gen.constant DuplicateGroup
                     1, Gen.constant TokenPastVocabulary
                     1, Gen.constant NegativeToken
                     1, Gen.constant FloatTokens
@@ -358,8 +358,14 @@ let private modelConfigOf (c: ModelCase) : ModelConfig =
         Heads = c.Heads
         FeedForwardDim = 8
         FeedForward = c.FeedForward
-        SegmentLengths = List.map fst c.Groups
-        DilationRates = List.map snd c.Groups @ (if c.Flaw = ExtraDilationRate then [ 1 ] else [])
+        Groups =
+            Groups.ofPairsOrRaise (
+                c.Groups
+                @ (if c.Flaw = DuplicateGroup then
+                       [ List.head c.Groups ]
+                   else
+                       [])
+            )
         Architecture = c.Architecture
         Position = c.Position
         SubLayerNorm = c.SubLayerNorm
@@ -376,7 +382,7 @@ let checkModel (c: ModelCase) : unit =
         match c.Flaw with
         | TinyVocabulary -> [ "vocabSize" ]
         | NoLayers -> [ "layers" ]
-        | ExtraDilationRate -> [ "dilationRates" ]
+        | DuplicateGroup -> [ "groups" ]
         | _ -> []
 
     match

@@ -261,11 +261,11 @@ let ``the study's dilated model has geometric groups from T/4 until a segment ho
     ()
     =
     let m = PasskeyStudy.modelFor "dilated" 256 (4096 + 8) 64 2 4 16 4
-    Assert.Equal<int list>([ 64; 128; 256; 512; 1024; 2048; 4096; 8192 ], m.SegmentLengths)
-    Assert.Equal<int list>([ 1; 2; 4; 8; 16; 32; 64; 128 ], m.DilationRates)
+    Assert.Equal<int list>([ 64; 128; 256; 512; 1024; 2048; 4096; 8192 ], m.Groups |> List.map _.SegmentLength)
+    Assert.Equal<int list>([ 1; 2; 4; 8; 16; 32; 64; 128 ], m.Groups |> List.map _.DilationRate)
     // a segment of exactly 256 would start a new segment at the first answer token of a 256-token prompt
     let short = PasskeyStudy.modelFor "dilated" 256 (256 + 8) 64 2 4 16 4
-    Assert.Equal<int list>([ 64; 128; 256; 512 ], short.SegmentLengths)
+    Assert.Equal<int list>([ 64; 128; 256; 512 ], short.Groups |> List.map _.SegmentLength)
 
 [<Fact>]
 let ``the documented CRD fine-tune command trains passkey samples without --crd-min-length`` () =
@@ -394,8 +394,7 @@ let ``passkey --scaling none scores the same prompts and cells as the checkpoint
             Layers = 1
             Heads = 2
             FeedForwardDim = 24
-            SegmentLengths = [ 8 ]
-            DilationRates = [ 1 ]
+            Groups = LongNet.Groups.ofPairsOrRaise [ 8, 1 ]
             VocabSize = 259
         }
 

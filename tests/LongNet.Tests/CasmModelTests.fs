@@ -79,8 +79,7 @@ let private tiny (attention: AttentionKind) (scaling: ScalingMethod) : ModelConf
         Layers = 2
         Heads = 2
         FeedForwardDim = 24
-        SegmentLengths = [ 4; 8 ]
-        DilationRates = [ 1; 2 ]
+        Groups = Groups.ofPairsOrRaise [ 4, 1; 8, 2 ]
         Attention = attention
         PositionScaling = scaling
     }

@@ -55,8 +55,7 @@ let configOf (c: CacheCase) : ModelConfig =
         Heads = c.Heads
         FeedForwardDim = 7
         FeedForward = c.FeedForward
-        SegmentLengths = List.map fst c.Groups
-        DilationRates = List.map snd c.Groups
+        Groups = Groups.ofPairsOrRaise c.Groups
         Offsets = c.Offsets
         Position = c.Position
         SubLayerNorm = c.SubLayerNorm
@@ -202,8 +201,7 @@ let ``stepping an encoder is refused with a clear error`` () =
             Heads = 2
             Layers = 1
             FeedForwardDim = 8
-            SegmentLengths = [ 4 ]
-            DilationRates = [ 1 ]
+            Groups = Groups.ofPairsOrRaise [ 4, 1 ]
             Architecture = Encoder
         }
 

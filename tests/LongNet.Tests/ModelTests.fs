@@ -22,8 +22,7 @@ let private small (architecture: Architecture) =
         Layers = 2
         Heads = 3
         FeedForwardDim = 10
-        SegmentLengths = [ 4; 8 ]
-        DilationRates = [ 1; 2 ]
+        Groups = Groups.ofPairsOrRaise [ 4, 1; 8, 2 ]
         Architecture = architecture
     }
 
@@ -358,17 +357,15 @@ let ``configuration errors name the field`` () =
         }
 
     expectError
-        "dilationRates"
+        "groups"
         { ModelConfig.defaults with
-            SegmentLengths = [ 4 ]
-            DilationRates = [ 8 ]
+            Groups = []
         }
 
     expectError
-        "segmentLengths"
+        "groups"
         { ModelConfig.defaults with
-            SegmentLengths = []
-            DilationRates = []
+            Groups = Groups.ofPairsOrRaise [ 4, 1; 4, 1 ]
         }
 
     expectError "layers" { ModelConfig.defaults with Layers = 0 }
@@ -408,6 +405,49 @@ let ``model configurations round-trip through JSON`` () =
     match ModelConfig.ofJson "model" ModelConfig.defaults (ModelConfig.toJson c) with
     | Ok back -> Assert.Equal(c, back)
     | Error e -> failwith e.Message
+
+[<Fact>]
+let ``groups are written as a list of groups and read in that form or the older parallel lists`` () =
+    let read (text: string) =
+        ModelConfig.ofJson "model" ModelConfig.defaults (Text.Json.Nodes.JsonNode.Parse text)
+
+    let expected = Groups.ofPairsOrRaise [ 16, 1; 32, 2 ]
+
+    let written =
+        (ModelConfig.toJson
+            { ModelConfig.defaults with
+                Groups = expected
+            })
+            .ToJsonString()
+
+    Assert.Contains(
+        "\"groups\":[{\"segmentLength\":16,\"dilationRate\":1},{\"segmentLength\":32,\"dilationRate\":2}]",
+        written
+    )
+
+    Assert.DoesNotContain("segmentLengths", written)
+
+    for text in
+        [
+            """{ "groups": [ { "segmentLength": 16, "dilationRate": 1 }, { "segmentLength": 32, "dilationRate": 2 } ] }"""
+            """{ "segmentLengths": [ 16, 32 ], "dilationRates": [ 1, 2 ] }"""
+        ] do
+        match read text with
+        | Ok c -> Assert.Equal<Group list>(expected, c.Groups)
+        | Error e -> failwith e.Message
+
+    let refused (text: string) (parameter: string) =
+        match read text with
+        | Error e -> Assert.Equal(parameter, e.Parameter)
+        | Ok c -> failwith $"accepted {text} as {c.Groups}"
+
+    refused """{ "groups": [ { "segmentLength": 4, "dilationRate": 8 } ] }""" "model.groups[0]"
+    refused """{ "groups": [ { "segmentLength": 4 } ] }""" "model.groups[0].dilationRate"
+    refused """{ "groups": [ { "segmentLength": 4, "dilationRate": 1, "rate": 2 } ] }""" "model.groups[0].rate"
+    refused """{ "groups": [ 4 ] }""" "model.groups[0]"
+    refused """{ "groups": [] }""" "model.groups"
+    refused """{ "groups": [ { "segmentLength": 4, "dilationRate": 1 } ], "dilationRates": [ 1 ] }""" "model.groups"
+    refused """{ "segmentLengths": [ 16, 32 ], "dilationRates": [ 1 ] }""" "model.dilationRates"
 
 [<Fact>]
 let ``JSON errors name the field, unknown fields included`` () =

@@ -26,8 +26,7 @@ let private modelConfig (architecture: Architecture) (position: PositionEncoding
         Heads = 3
         Layers = 2
         FeedForwardDim = 20
-        SegmentLengths = [ 4; 8; 16 ]
-        DilationRates = [ 1; 2; 4 ]
+        Groups = Groups.ofPairsOrRaise [ 4, 1; 8, 2; 16, 4 ]
         Architecture = architecture
         Position = position
         SubLayerNorm = subLayerNorm

@@ -36,8 +36,7 @@ let private tinyRun (precision: Precision) : RunConfig =
                 EmbedDim = 16
                 Heads = 2
                 FeedForwardDim = 24
-                SegmentLengths = [ 8; 16 ]
-                DilationRates = [ 1; 2 ]
+                Groups = Groups.ofPairsOrRaise [ 8, 1; 16, 2 ]
                 Dropout = 0.1
             }
         Train =

@@ -29,10 +29,8 @@ type ModelConfig =
         FeedForwardDim: int
         /// SwiGLU or GELU feed-forward network.
         FeedForward: FeedForwardKind
-        /// Segment lengths w of the dilated-attention groups.
-        SegmentLengths: int list
-        /// Dilation rates r of the groups (one per segment length).
-        DilationRates: int list
+        /// The (segment length w, dilation rate r) groups of dilated attention.
+        Groups: Group list
         /// Which offset each head uses in a dilated segment.
         Offsets: HeadOffsets
         /// Decoder (causal) or encoder (non-causal).
@@ -71,8 +69,7 @@ module ModelConfig =
             Heads = 8
             FeedForwardDim = 688
             FeedForward = SwiGlu
-            SegmentLengths = [ 64; 128; 256 ]
-            DilationRates = [ 1; 2; 4 ]
+            Groups = Groups.ofPairsOrRaise [ 64, 1; 128, 2; 256, 4 ]
             Offsets = Paper
             Architecture = Decoder
             Position = Rope Rope.defaultRope
@@ -112,7 +109,7 @@ module ModelConfig =
     let dilated (c: ModelConfig) : Result<DilatedConfig, ConfigError> =
         match c.Attention with
         | AttentionKind.Dense -> DilatedConfig.create [ c.MaxPositions ] [ 1 ] c.Offsets (c.Architecture = Decoder) None
-        | _ -> DilatedConfig.create c.SegmentLengths c.DilationRates c.Offsets (c.Architecture = Decoder) None
+        | _ -> DilatedConfig.ofGroups c.Groups c.Offsets (c.Architecture = Decoder) None
 
     /// Whether the position encoding depends on the sequence length (dynamic NTK, CRD NTK at inference):
     /// then cached keys would go stale, and decoding recomputes.
@@ -215,14 +212,7 @@ module ModelConfig =
             error "maxPositions" $"maxPositions must be ≥ 1, got {c.MaxPositions}."
         else
             match dilated c with
-            | Error e ->
-                let field =
-                    match e.Parameter with
-                    | "dilationRate"
-                    | "dilationRates" -> "dilationRates"
-                    | _ -> "segmentLengths"
-
-                error field e.Message
+            | Error e -> error "groups" e.Message
             | Ok d ->
                 match
                     AttentionSettings.validate (attention c d)
@@ -405,17 +395,22 @@ module ModelConfig =
         let bool (x: bool) = JsonValue.Create x :> JsonNode
         let text (x: string) = JsonValue.Create x :> JsonNode
 
-        let ints (xs: int list) =
-            JsonArray(xs |> List.map int |> Array.ofList) :> JsonNode
-
         set "vocabSize" (int c.VocabSize)
         set "embedDim" (int c.EmbedDim)
         set "layers" (int c.Layers)
         set "heads" (int c.Heads)
         set "feedForwardDim" (int c.FeedForwardDim)
         set "feedForward" (text (FeedForwardKind.name c.FeedForward))
-        set "segmentLengths" (ints c.SegmentLengths)
-        set "dilationRates" (ints c.DilationRates)
+
+        set
+            "groups"
+            (JsonArray(
+                c.Groups
+                |> List.map (fun g ->
+                    JsonObject(dict [ "segmentLength", int g.SegmentLength; "dilationRate", int g.DilationRate ])
+                    :> JsonNode)
+                |> Array.ofList
+            ))
 
         set
             "offsets"
@@ -457,8 +452,7 @@ module ModelConfig =
             "heads"
             "feedForwardDim"
             "feedForward"
-            "segmentLengths"
-            "dilationRates"
+            "groups"
             "offsets"
             "architecture"
             "position"
@@ -476,12 +470,65 @@ module ModelConfig =
             "smearedKeys"
         ]
 
+    /// The older JSON form of the groups: parallel lists of segment lengths and dilation rates.
+    let private legacyGroupFields = [ "segmentLengths"; "dilationRates" ]
+
+    /// The groups of a model's JSON: `groups` ([{ "segmentLength", "dilationRate" }, …]) or, as older
+    /// checkpoints and configurations write them, the parallel lists `segmentLengths` and `dilationRates`.
+    let private groupsOfJson (r: JsonFields.Reader) (section: string) (fallback: Group list) : Group list =
+        let qualified name =
+            if section = "" then name else $"{section}.{name}"
+
+        let checkGroup (where: string) (w: int) (rate: int) =
+            match Group.Create(w, rate) with
+            | Ok g -> g
+            | Error e -> JsonFields.fail where $"{where}: {e.Message}"
+
+        let groupsField = qualified "groups"
+        let ratesField = qualified "dilationRates"
+
+        match r.ObjectList "groups" with
+        | Some items ->
+            if legacyGroupFields |> List.exists r.Has then
+                JsonFields.fail
+                    groupsField
+                    $"{groupsField} replaces segmentLengths and dilationRates; give one form, not both."
+
+            items
+            |> List.mapi (fun i item ->
+                let where = $"{groupsField}[{i}]"
+                let g = JsonFields.Reader(item, where)
+                g.RejectUnknown [ "segmentLength"; "dilationRate" ]
+
+                for field in [ "segmentLength"; "dilationRate" ] do
+                    if not (g.Has field) then
+                        JsonFields.fail $"{where}.{field}" $"{where}.{field} is required."
+
+                checkGroup
+                    where
+                    (g.Int("segmentLength", 1, 1, Int32.MaxValue))
+                    (g.Int("dilationRate", 1, 1, Int32.MaxValue)))
+        | None when legacyGroupFields |> List.exists r.Has ->
+            let ws =
+                r.IntList("segmentLengths", List.map fst (Groups.pairs fallback), 1, Int32.MaxValue)
+
+            let rs =
+                r.IntList("dilationRates", List.map snd (Groups.pairs fallback), 1, Int32.MaxValue)
+
+            if ws.Length <> rs.Length then
+                JsonFields.fail
+                    ratesField
+                    $"{ratesField} must have one entry per segment length ({ws.Length}), got {rs.Length}."
+
+            List.map2 (checkGroup groupsField) ws rs
+        | None -> fallback
+
     /// Reads a configuration from a JSON object (`section` names it in errors), starting from
     /// `fallback` for missing fields; then validates it.
     let ofJson (section: string) (fallback: ModelConfig) (node: JsonNode) : Result<ModelConfig, ConfigError> =
         JsonFields.catch (fun () ->
             let r = JsonFields.Reader(node, section)
-            r.RejectUnknown fieldNames
+            r.RejectUnknown(fieldNames @ legacyGroupFields)
             let big = System.Int32.MaxValue
 
             let qualified name =
@@ -574,8 +621,7 @@ module ModelConfig =
                 Heads = r.Int("heads", fallback.Heads, 1, 4096)
                 FeedForwardDim = r.Int("feedForwardDim", fallback.FeedForwardDim, 1, big)
                 FeedForward = feedForward
-                SegmentLengths = r.IntList("segmentLengths", fallback.SegmentLengths, 1, big)
-                DilationRates = r.IntList("dilationRates", fallback.DilationRates, 1, big)
+                Groups = groupsOfJson r section fallback.Groups
                 Offsets = offsets
                 Architecture = architecture
                 Position = position

@@ -44,8 +44,7 @@ module RunConfig =
                     Layers = 2
                     Heads = 2
                     FeedForwardDim = 96
-                    SegmentLengths = [ 16; 32; 64 ]
-                    DilationRates = [ 1; 2; 4 ]
+                    Groups = Groups.ofPairsOrRaise [ 16, 1; 32, 2; 64, 4 ]
                 }
             Train =
                 { TrainConfig.defaults with
@@ -71,8 +70,7 @@ module RunConfig =
                     Layers = 3
                     Heads = 4
                     FeedForwardDim = 352
-                    SegmentLengths = [ 64; 128; 256 ]
-                    DilationRates = [ 1; 2; 4 ]
+                    Groups = Groups.ofPairsOrRaise [ 64, 1; 128, 2; 256, 4 ]
                 }
             Train =
                 { TrainConfig.defaults with
@@ -97,8 +95,7 @@ module RunConfig =
                     Layers = 6
                     Heads = 6
                     FeedForwardDim = 1024
-                    SegmentLengths = [ 128; 256; 512; 1024 ]
-                    DilationRates = [ 1; 2; 4; 8 ]
+                    Groups = Groups.ofPairsOrRaise [ 128, 1; 256, 2; 512, 4; 1024, 8 ]
                 }
             Train =
                 { TrainConfig.defaults with
@@ -113,8 +110,9 @@ module RunConfig =
         }
 
     /// "longctx": the long-context demo's model — byte-level BPE learnt from the training text (4096 ids),
-    /// e = 128, 3 layers, 8 heads, SwiGLU 352, groups (128,1) (512,2) (2048,4) (8192,8) (every head and
-    /// position covered: r ≤ heads), 8192-token sequences, one per step, lr 3e-3.
+    /// e = 128, 3 layers, 8 heads, SwiGLU 352, no position encoding, smeared keys, groups (1024,1) (2048,2)
+    /// (4096,4) (8192,8) (dense first group; every head and position covered: r ≤ heads), 8192-token
+    /// sequences, one per step, lr 3e-3.
     let longContext: RunConfig =
         {
             Model =
@@ -123,8 +121,8 @@ module RunConfig =
                     Layers = 3
                     Heads = 8
                     FeedForwardDim = 352
-                    SegmentLengths = [ 128; 512; 2048; 8192 ]
-                    DilationRates = [ 1; 2; 4; 8 ]
+                    Groups = Groups.ofPairsOrRaise [ 1024, 1; 2048, 2; 4096, 4; 8192, 8 ]
+                    Position = NoPosition
                     SmearedKeys = true
                 }
             Train =

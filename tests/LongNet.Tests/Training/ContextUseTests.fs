@@ -27,8 +27,7 @@ let private model (segments: int list) (rates: int list) =
                 Layers = 2
                 Heads = 2
                 FeedForwardDim = 16
-                SegmentLengths = segments
-                DilationRates = rates
+                Groups = Groups.ofPairsOrRaise (List.zip segments rates)
             }
         )
 

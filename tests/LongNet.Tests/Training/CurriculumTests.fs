@@ -95,8 +95,7 @@ let ``a curriculum run trains short sequences first and resumes exactly`` () =
         { RunConfig.tiny with
             Model =
                 { RunConfig.tiny.Model with
-                    SegmentLengths = [ 8; 32 ]
-                    DilationRates = [ 1; 2 ]
+                    Groups = Groups.ofPairsOrRaise [ 8, 1; 32, 2 ]
                 }
             Train =
                 { RunConfig.tiny.Train with
