@@ -55,7 +55,7 @@ public sealed class DilatedAttentionBuilder
     public DilatedAttentionBuilder Segments(params int[] segmentLengths)
     {
         ArgumentNullException.ThrowIfNull(segmentLengths);
-        return With(settings with { SegmentLengths = CheckPositive(segmentLengths, nameof(segmentLengths)) });
+        return With(settings with { SegmentLengths = CheckPositive(segmentLengths, nameof(segmentLengths)), GroupsGiven = true });
     }
 
     /// <summary>The segment length w of each group (see <see cref="Segments(int[])"/>).</summary>
@@ -82,7 +82,7 @@ public sealed class DilatedAttentionBuilder
     public DilatedAttentionBuilder Rates(params int[] rates)
     {
         ArgumentNullException.ThrowIfNull(rates);
-        return With(settings with { Rates = CheckPositive(rates, nameof(rates)) });
+        return With(settings with { Rates = CheckPositive(rates, nameof(rates)), GroupsGiven = true });
     }
 
     /// <summary>The dilation rate r of each group (see <see cref="Rates(int[])"/>).</summary>
@@ -97,15 +97,17 @@ public sealed class DilatedAttentionBuilder
         return Rates(rates.ToArray());
     }
 
-    /// <summary>Adds one group after those given before (by earlier calls, or by <see cref="Segments(int[])"/> and <see cref="Rates(int[])"/>).</summary>
+    /// <summary>Adds one group after those given on this builder (by earlier calls, or by <see cref="Segments(int[])"/> and <see cref="Rates(int[])"/>); the first call after <c>ToBuilder</c> replaces the groups.</summary>
     /// <param name="segmentLength">The segment length w, ≥ 1.</param>
     /// <param name="dilationRate">The dilation rate r, in [1, <paramref name="segmentLength"/>].</param>
     /// <returns>A builder with this group added.</returns>
     /// <exception cref="ArgumentOutOfRangeException">A value is out of its range.</exception>
+    /// <exception cref="InvalidOperationException">Segments and rates given before differ in count.</exception>
     public DilatedAttentionBuilder Group(int segmentLength, int dilationRate)
     {
-        var (segments, rates) = Interop.AddGroup(settings.SegmentLengths ?? [], settings.Rates ?? [], segmentLength, dilationRate);
-        return With(settings with { SegmentLengths = segments, Rates = rates });
+        var (segments, rates) = Interop.AddGroup(
+            settings.GroupsGiven ? settings.SegmentLengths ?? [] : [], settings.GroupsGiven ? settings.Rates ?? [] : [], segmentLength, dilationRate);
+        return With(settings with { SegmentLengths = segments, Rates = rates, GroupsGiven = true });
     }
 
     /// <summary>Whether a query may only see keys at or before its own position (default: not causal).</summary>
@@ -254,5 +256,6 @@ public sealed class DilatedAttentionBuilder
         bool Causal,
         double? Scale,
         AttentionKernel Kernel,
-        bool CheckInputs);
+        bool CheckInputs,
+        bool GroupsGiven = false);
 }

@@ -54,6 +54,7 @@ internal static class Interop
         coreParameter switch
         {
             "dilationRates" or "dilationRate" => "rates",
+            "groups" => "segmentLengths",
             "segmentLength" => "segmentLengths",
             "embedDim" => "embeddingDim",
             "vocabSize" => "vocabularySize",
@@ -103,18 +104,21 @@ internal static class Interop
         return global::LongNet.Modules.ModelConfigModule.defaults.Groups;
     }
 
-    /// <summary>Parallel segment lengths and rates with one group (checked here) appended.</summary>
+    /// <summary>Parallel segment lengths and rates with one group (checked by the core's <c>Group.Create</c>) appended.</summary>
     internal static (int[] SegmentLengths, int[] Rates) AddGroup(int[] segmentLengths, int[] rates, int segmentLength, int dilationRate)
     {
-        if (segmentLength < 1)
+        if (segmentLengths.Length != rates.Length)
         {
-            throw new ArgumentOutOfRangeException(nameof(segmentLength), segmentLength, $"segmentLength must be ≥ 1, got {segmentLength}.");
+            throw new InvalidOperationException(
+                $"Group cannot follow {segmentLengths.Length} segment lengths and {rates.Length} rates; give groups one way: Group(…) calls, or Segments(…) with Rates(…).");
         }
 
-        if (dilationRate < 1 || dilationRate > segmentLength)
+        var group = global::LongNet.Group.Create(segmentLength, dilationRate);
+        if (group.IsError)
         {
-            throw new ArgumentOutOfRangeException(
-                nameof(dilationRate), dilationRate, $"dilationRate must be in [1, segmentLength = {segmentLength}], got {dilationRate}.");
+            var error = group.ErrorValue;
+            var parameter = error.Parameter == "segmentLength" ? nameof(segmentLength) : nameof(dilationRate);
+            throw new ArgumentOutOfRangeException(parameter, parameter == nameof(segmentLength) ? segmentLength : dilationRate, error.Message);
         }
 
         return ([.. segmentLengths, segmentLength], [.. rates, dilationRate]);

@@ -166,11 +166,12 @@ public sealed class LongNetModelBuilder
     public LongNetModelBuilder Rates(params int[] rates) =>
         new(settings with { Rates = Checks.NonEmpty(rates, nameof(rates), (v, p) => Checks.AtLeast(v, 1, p)), GroupsGiven = true });
 
-    /// <summary>Adds one dilated-attention group; the first call replaces the default groups.</summary>
+    /// <summary>Adds one dilated-attention group; the first call on a new builder (Create, Preset, ToBuilder) replaces its groups.</summary>
     /// <param name="segmentLength">The segment length w, ≥ 1.</param>
     /// <param name="dilationRate">The dilation rate r, in [1, <paramref name="segmentLength"/>].</param>
     /// <returns>A builder with this group after the ones given before.</returns>
     /// <exception cref="ArgumentOutOfRangeException">A value is out of its range.</exception>
+    /// <exception cref="InvalidOperationException">Segments and rates given before differ in count.</exception>
     public LongNetModelBuilder Group(int segmentLength, int dilationRate)
     {
         var (segments, rates) = Interop.AddGroup(
@@ -215,7 +216,7 @@ public sealed class LongNetModelBuilder
     /// <returns>A builder with dilated attention.</returns>
     public LongNetModelBuilder DilatedAttention() => new(settings with { Attention = FsAttentionKind.Dilated });
 
-    /// <summary>Full softmax attention over the whole sequence in every block (the segments and rates are kept but unused).</summary>
+    /// <summary>Full softmax attention over the whole sequence in every block (the segments and rates are kept but unused; groups that are not valid are replaced by the defaults).</summary>
     /// <returns>A builder with dense attention.</returns>
     public LongNetModelBuilder DenseAttention() => new(settings with { Attention = FsAttentionKind.Dense });
 

@@ -67,6 +67,16 @@ public sealed class BuilderEquivalenceTests
         var attention = DilatedAttention.Create().Group(4, 1).Group(8, 2).Build();
         Assert.Equal(new[] { 4, 8 }, attention.SegmentLengths);
         Assert.Equal(new[] { 1, 2 }, attention.Rates);
+
+        // the first Group on a new builder replaces its groups; later ones append
+        var again = attention.ToBuilder().Group(16, 1).Build();
+        Assert.Equal(new[] { 16 }, again.SegmentLengths);
+        var preset = LongNetModel.Create().Preset(Preset.Tiny).Group(32, 1).Group(64, 2).ToFSharp();
+        Assert.Equal(new[] { 32, 64 }, preset.Groups.Select(g => g.SegmentLength));
+
+        // mixing the two ways with different counts is refused at once
+        Assert.Throws<InvalidOperationException>(() => LongNetModel.Create().Segments(8, 16).Group(32, 4));
+        Assert.Throws<InvalidOperationException>(() => DilatedAttention.Create().Segments(8, 16).Group(32, 2));
     }
 
     [Fact]
