@@ -56,13 +56,13 @@ let run (argv: string list) : int =
                     OutDir = outDir
                     MinutesPerModel = minutes
                     Corpus = Args.optional p "--corpus" |> Option.defaultValue Corpus.referenceDocsName
-                    Contexts = [ 256; 1024; 4096; 7936 ]
+                    Contexts = Demo.defaultContexts
                     Targets = ContextUse.defaultTargets
                     Windows = windows
                 }
 
-            // the demo's from-scratch recipe (copy warm-up and curriculum over the first 40 % of the
-            // steps the budget is expected to buy), the same for every contender
+            // the demo's from-scratch recipe (a curriculum over the first 40 % of the steps the budget
+            // is expected to buy), the same for every contender
             let config = Demo.scratchConfig (max 10 (int (minutes * 60.0))) seed
 
             ModelDemo.heading "Context study: LongNet, local-only and dense attention at the same budget"

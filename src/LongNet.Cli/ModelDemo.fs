@@ -189,7 +189,7 @@ let run (argv: string list) : int =
                         | Demo.FromScratch -> Demo.scratchConfig (max 10 (int (minutes * 60.0))) seed
                         | Demo.FromCheckpoint _ -> Demo.continueConfig seed
                     Start = start
-                    Contexts = [ 256; 1024; 4096; 7936 ]
+                    Contexts = Demo.defaultContexts
                     Targets = ContextUse.defaultTargets
                     Windows = windows
                     LongTokens = longTokens

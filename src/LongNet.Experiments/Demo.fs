@@ -259,7 +259,7 @@ let writeReport
 ## Model and training
 
 A decoder-only Transformer whose attention is dilated attention: {m.Layers} pre-LN blocks, embedding {m.EmbedDim},
-{m.Heads} heads, {FeedForwardKind.name m.FeedForward} {m.FeedForwardDim}, groups (w, r) = {groupsText m}, RoPE, tied embeddings,
+{m.Heads} heads, {FeedForwardKind.name m.FeedForward} {m.FeedForwardDim}, groups (w, r) = {groupsText m}, position encoding: {ModelConfig.positionName m.Position}, tied embeddings,
 {parameters:N0} parameters. This run: {report.Steps} steps of {t.BatchSize} × {report.SeqLen} tokens ({report.Tokens:N0} tokens) in
 {report.TrainSeconds:F0} s; AdamW, peak learning rate {t.LearningRate}, seed {t.Seed}.
 
@@ -317,15 +317,19 @@ let baseConfig (steps: int) (seed: int64) : RunConfig =
             }
     }
 
-/// The demo's recipe when it trains on from the base checkpoint: `RunConfig.longContext` at a third
-/// of its peak learning rate with a short warm-up, with `seed`.
+/// The contexts the demo and the context study score the same targets with: windows of 512, 1,024,
+/// 4,096 and 8,192 tokens, so that the 256 targets end where the longctx model's segments end.
+let defaultContexts = [ 256; 768; 3840; 7936 ]
+
+/// The demo's recipe when it trains on from the base checkpoint: `RunConfig.longContext` at the
+/// learning rate the base run ended with (a tenth of its peak) with a short warm-up, with `seed`.
 let continueConfig (seed: int64) : RunConfig =
     let preset = RunConfig.longContext
 
     { preset with
         Train =
             { preset.Train with
-                LearningRate = preset.Train.LearningRate / 3.0
+                LearningRate = preset.Train.LearningRate * preset.Train.MinLearningRateRatio
                 WarmupSteps = 20
                 Seed = seed
             }

@@ -115,8 +115,8 @@ module Groups =
     let describe (groups: Group list) : string =
         String.Join(" ", groups |> List.map (fun g -> $"({g.SegmentLength},{g.DilationRate})"))
 
-    /// The LongNet paper's geometric groups: segment w0·α^i with rate β^i for i = 0 … count−1, every
-    /// rate ≤ heads so that per-head offsets cover each (head, position) in every group.
+    /// The LongNet paper's geometric groups: segment w0·α^i with rate β^i for i = 0 … count−1 (count ≤ 16),
+    /// every rate ≤ heads so that per-head offsets cover each (head, position) in every group.
     let geometric
         (firstSegment: int)
         (segmentRatio: int)

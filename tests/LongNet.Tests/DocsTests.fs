@@ -7,7 +7,7 @@ open System.Text.RegularExpressions
 open Xunit
 
 /// The repository root: the nearest folder above the test binaries holding LongNet.sln.
-let private repositoryRoot () =
+let repositoryRoot () =
     let rec up (dir: DirectoryInfo) =
         if isNull dir then
             failwith "LongNet.sln not found above the test binaries"
@@ -124,3 +124,25 @@ let ``the library's messages name parameters, never command-line flags`` () =
         |> List.filter (fun (_, literal) -> Regex.IsMatch(literal, @"(^|[\s`(""])--[a-z]"))
 
     Assert.True(flagged.IsEmpty, sprintf "flag text in library strings: %A" flagged)
+
+[<Fact>]
+let ``the shipped demo base checkpoint holds the longctx preset's model`` () =
+    LongNet.Native.ensureLoaded () |> ignore
+
+    let path =
+        Path.Combine(repositoryRoot (), "src", "LongNet.Experiments", "demo-base.ckpt")
+
+    Assert.True(File.Exists path, $"no base checkpoint at {path}")
+
+    match LongNet.Training.Checkpoint.load path with
+    | Error e -> failwith e
+    | Ok loaded ->
+        for KeyValue(_, t) in loaded.Tensors do
+            t.Dispose()
+
+        let preset =
+            { LongNet.Training.RunConfig.longContext.Model with
+                VocabSize = loaded.Header.Model.VocabSize
+            }
+
+        Assert.Empty(LongNet.Modules.ModelConfig.differences preset loaded.Header.Model)

@@ -229,7 +229,8 @@ module ModelConfig =
                             $"with xPos (xposScaleBase {x.ScaleBase}) positions beyond {limit} overflow float32; set maxPositions ≤ {limit} or raise xposScaleBase."
                     | _ -> Ok c
 
-    let private positionName (p: PositionEncoding) =
+    /// The JSON name of a position encoding: "none", "rope" or "xpos".
+    let positionName (p: PositionEncoding) =
         match p with
         | NoPosition -> "none"
         | Rope _ -> "rope"

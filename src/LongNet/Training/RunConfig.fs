@@ -121,7 +121,7 @@ module RunConfig =
                     Layers = 3
                     Heads = 8
                     FeedForwardDim = 352
-                    Groups = Groups.ofPairsOrRaise [ 1024, 1; 2048, 2; 4096, 4; 8192, 8 ]
+                    Groups = Groups.geometric 1024 2 2 4 8 |> Result.defaultWith (fun e -> e.Raise())
                     Position = NoPosition
                     SmearedKeys = true
                 }
