@@ -173,7 +173,7 @@ let ``a missing corpus or checkpoint exits 1 with one line saying what to do`` (
 
     Assert.Equal(1, code)
     assertOneErrorLine stderr
-    Assert.Contains("longnet train", stderr)
+    Assert.Contains("train a model first", stderr)
 
     let empty = Path.Combine(dir.Path, "empty.txt")
     File.WriteAllText(empty, "")

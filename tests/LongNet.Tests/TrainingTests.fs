@@ -149,7 +149,7 @@ let ``a truncated or altered checkpoint is reported as damaged`` () =
 [<Fact>]
 let ``a missing checkpoint error says how to make one`` () =
     match Checkpoint.load "/nonexistent/run/checkpoint.ckpt" with
-    | Error e -> Assert.Contains("longnet train", e)
+    | Error e -> Assert.Contains("train a model first", e)
     | Ok _ -> failwith "loaded a missing file"
 
 [<Fact>]
@@ -305,7 +305,7 @@ let ``too little training text is refused before any step`` () =
         |> Result.defaultWith failwith
 
     match s.TrainStep tokens.[..10] with
-    | Error e -> Assert.Contains("seq-len", e)
+    | Error e -> Assert.Contains("`seqLen`", e)
     | Ok _ -> failwith "trained on 11 tokens with sequences of 24"
 
 [<Fact>]
