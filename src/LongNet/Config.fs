@@ -168,15 +168,15 @@ type DilatedConfig =
 
 /// Validating constructors for `DilatedConfig`.
 module DilatedConfig =
-    let private traverse (results: Result<'a, ConfigError> list) =
-        List.foldBack
-            (fun r acc ->
-                match r, acc with
-                | Ok x, Ok xs -> Ok(x :: xs)
-                | Error e, _ -> Error e
-                | _, Error e -> Error e)
-            results
-            (Ok [])
+    let private checkScale (scale: float option) : Result<unit, ConfigError> =
+        match scale with
+        | Some s when not (Double.IsFinite s) || s <= 0.0 ->
+            Error
+                {
+                    Parameter = "scale"
+                    Message = $"scale must be a finite number > 0, got {s}."
+                }
+        | _ -> Ok()
 
     /// Builds a configuration from groups: at least one, all distinct, and a finite scale > 0 if given.
     let ofGroups
@@ -185,35 +185,30 @@ module DilatedConfig =
         (causal: bool)
         (scale: float option)
         : Result<DilatedConfig, ConfigError> =
-        match scale with
-        | Some s when not (Double.IsFinite s) || s <= 0.0 ->
-            Error
-                {
-                    Parameter = "scale"
-                    Message = $"scale must be a finite number > 0, got {s}."
-                }
-        | _ when groups.IsEmpty ->
-            Error
-                {
-                    Parameter = "groups"
-                    Message = "groups must hold at least one group."
-                }
-        | _ ->
-            match groups |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
-            | Some(g, _) ->
+        checkScale scale
+        |> Result.bind (fun () ->
+            if groups.IsEmpty then
                 Error
                     {
                         Parameter = "groups"
-                        Message = $"groups must be distinct; {g} appears more than once."
+                        Message = "groups must hold at least one group."
                     }
-            | None ->
-                Ok
-                    {
-                        Groups = groups
-                        Offsets = offsets
-                        Causal = causal
-                        Scale = scale
-                    }
+            else
+                match groups |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
+                | Some(g, _) ->
+                    Error
+                        {
+                            Parameter = "groups"
+                            Message = $"groups must be distinct; {g} appears more than once."
+                        }
+                | None ->
+                    Ok
+                        {
+                            Groups = groups
+                            Offsets = offsets
+                            Causal = causal
+                            Scale = scale
+                        })
 
     /// Builds a configuration from parallel lists of segment lengths and dilation rates.
     let create
@@ -237,32 +232,17 @@ module DilatedConfig =
                         $"dilationRates must have one entry per segment length ({segmentLengths.Length}), got {dilationRates.Length}."
                 }
         else
-            match scale with
-            | Some s when not (Double.IsFinite s) || s <= 0.0 ->
-                Error
-                    {
-                        Parameter = "scale"
-                        Message = $"scale must be a finite number > 0, got {s}."
-                    }
-            | _ ->
-                List.map2 (fun w r -> Group.Create(w, r)) segmentLengths dilationRates
-                |> traverse
-                |> Result.bind (fun groups ->
-                    match groups |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
-                    | Some(g, _) ->
-                        Error
-                            {
-                                Parameter = "segmentLengths"
-                                Message = $"groups must be distinct; {g} appears more than once."
-                            }
-                    | None ->
-                        Ok
-                            {
-                                Groups = groups
-                                Offsets = offsets
-                                Causal = causal
-                                Scale = scale
-                            })
+            // the same checks in the same order as before: scale, each group, then distinct groups,
+            // a duplicate named after this function's own parameter
+            checkScale scale
+            |> Result.bind (fun () -> Groups.ofPairs (List.zip segmentLengths dilationRates))
+            |> Result.bind (fun groups ->
+                ofGroups groups offsets causal scale
+                |> Result.mapError (fun e ->
+                    if e.Parameter = "groups" then
+                        { e with Parameter = "segmentLengths" }
+                    else
+                        e))
 
     /// Like `create`, but raises an `ArgumentException` naming the parameter on invalid input.
     let createOrRaise segmentLengths dilationRates offsets causal scale : DilatedConfig =
