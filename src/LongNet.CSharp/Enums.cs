@@ -65,6 +65,19 @@ public enum PositionEncoding
 
     /// <summary>xPos: rotary embeddings whose amplitude decays with distance (scale base γ, default 512).</summary>
     XPos = 2,
+
+    /// <summary>No rotation: an additive score bias −slopeₕ·f(distance) favouring nearer keys (see <see cref="DistanceBiasForm"/>).</summary>
+    DistanceBias = 3,
+}
+
+/// <summary>How a distance bias grows with the distance δ between a query and a key.</summary>
+public enum DistanceBiasForm
+{
+    /// <summary>−slope·ln(1 + δ): nearer keys favoured, far keys still reachable by content. The default.</summary>
+    Logarithmic = 0,
+
+    /// <summary>−slope·δ (ALiBi).</summary>
+    Linear = 1,
 }
 
 /// <summary>A named starting configuration of a model and its training run.</summary>

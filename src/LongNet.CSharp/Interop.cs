@@ -134,13 +134,26 @@ internal static class Interop
     /// <summary>xPos's default scale base γ.</summary>
     internal static readonly double DefaultXPosScaleBase = FsRope.defaultXPos.ScaleBase;
 
-    internal static FsPosition ToFSharp(PositionEncoding position, double ropeBase, double xposScaleBase) =>
+    /// <summary>The core's distance-bias settings for a form and slope range.</summary>
+    internal static global::LongNet.Modules.DistanceBiasSettings ToFSharp(DistanceBiasForm form, double maxSlope, double minSlope) =>
+        new(
+            form switch
+            {
+                DistanceBiasForm.Logarithmic => global::LongNet.BiasForm.LogarithmicBias,
+                DistanceBiasForm.Linear => global::LongNet.BiasForm.LinearBias,
+                _ => throw new ArgumentOutOfRangeException(nameof(form), form, "form must be Logarithmic or Linear."),
+            },
+            maxSlope,
+            minSlope);
+
+    internal static FsPosition ToFSharp(PositionEncoding position, double ropeBase, double xposScaleBase, global::LongNet.Modules.DistanceBiasSettings? distanceBias = null) =>
         position switch
         {
             PositionEncoding.None => FsPosition.NoPosition,
+            PositionEncoding.DistanceBias => FsPosition.NewDistanceBiased(distanceBias ?? FsRope.defaultDistanceBias),
             PositionEncoding.Rope => FsPosition.NewRope(new global::LongNet.Modules.RopeSettings(ropeBase, global::LongNet.Modules.PositionScaling.Unscaled)),
             PositionEncoding.XPos => FsPosition.NewXPos(new global::LongNet.Modules.XPosSettings(ropeBase, xposScaleBase)),
-            _ => throw new ArgumentOutOfRangeException(nameof(position), position, "position must be None, Rope or XPos."),
+            _ => throw new ArgumentOutOfRangeException(nameof(position), position, "position must be None, Rope, XPos or DistanceBias."),
         };
 
     /// <summary>The C# scheme, θ and γ of a core position encoding (defaults where the scheme has none).</summary>
@@ -149,6 +162,7 @@ internal static class Interop
         {
             FsPosition.Rope rope => (PositionEncoding.Rope, rope.Item.Base, DefaultXPosScaleBase),
             FsPosition.XPos xpos => (PositionEncoding.XPos, xpos.Item.Base, xpos.Item.ScaleBase),
+            FsPosition.DistanceBiased => (PositionEncoding.DistanceBias, DefaultRopeBase, DefaultXPosScaleBase),
             _ => (PositionEncoding.None, DefaultRopeBase, DefaultXPosScaleBase),
         };
 

@@ -8,6 +8,7 @@ using FsCrdSchedule = global::LongNet.Modules.CrdSchedule;
 using FsFeedForwardKind = global::LongNet.Modules.FeedForwardKind;
 using FsModel = global::LongNet.Modules.LongNetModel;
 using FsModelConfig = global::LongNet.Modules.ModelConfig;
+using FsRope = global::LongNet.Modules.Rope;
 using FsModelConfigModule = global::LongNet.Modules.ModelConfigModule;
 using FsScalingMethod = global::LongNet.Modules.ScalingMethod;
 using FsSelectMergeConfigModule = global::LongNet.Casm.SelectMergeConfigModule;
@@ -79,7 +80,10 @@ public sealed class LongNetModelBuilder
             c.PositionScaling,
             c.SmearedKeys,
             tokenizer,
-            null);
+            null)
+        {
+            DistanceBias = c.Position is global::LongNet.Modules.PositionEncoding.DistanceBiased biased ? biased.Item : FsRope.defaultDistanceBias,
+        };
     }
 
     /// <summary>Starts from the model of a preset (see <see cref="Preset"/>), keeping this builder's tokenizer and seed.</summary>
@@ -194,10 +198,24 @@ public sealed class LongNetModelBuilder
     public LongNetModelBuilder Encoder() => new(settings with { Causal = false });
 
     /// <summary>The relative positions of attention (default <see cref="PositionEncoding.Rope"/>).</summary>
-    /// <param name="position">None, Rope or XPos.</param>
+    /// <param name="position">None, Rope, XPos or DistanceBias (default slopes; see <see cref="DistanceBias"/>).</param>
     /// <returns>A builder with this setting.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="position"/> is not a defined value.</exception>
     public LongNetModelBuilder Position(PositionEncoding position) => new(settings with { Position = Checks.Defined(position, nameof(position)) });
+
+    /// <summary>Positions as an additive score bias −slopeₕ·f(distance) instead of rotations, with slopes spaced geometrically from <paramref name="maxSlope"/> (head 0) to <paramref name="minSlope"/> (the last head).</summary>
+    /// <param name="form">Logarithmic (default) or Linear (ALiBi).</param>
+    /// <param name="maxSlope">The most local head's slope: a finite number &gt; 0 (default 2).</param>
+    /// <param name="minSlope">The most far-reaching head's slope, in (0, <paramref name="maxSlope"/>] (default 1/16).</param>
+    /// <returns>A builder with <see cref="PositionEncoding.DistanceBias"/>.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">A slope is out of range, or <paramref name="form"/> is not a defined value.</exception>
+    public LongNetModelBuilder DistanceBias(DistanceBiasForm form = DistanceBiasForm.Logarithmic, double maxSlope = 2.0, double minSlope = 0.0625)
+    {
+        Checks.Defined(form, nameof(form));
+        Checks.Above(maxSlope, 0.0, nameof(maxSlope));
+        Checks.InRange(minSlope, 0.0, maxSlope, nameof(minSlope), lowIncluded: false, highIncluded: true);
+        return new(settings with { Position = PositionEncoding.DistanceBias, DistanceBias = Interop.ToFSharp(form, maxSlope, minSlope) });
+    }
 
     /// <summary>The base θ of the rotary frequencies (default 10000).</summary>
     /// <param name="ropeBase">A finite number &gt; 1.</param>
@@ -425,7 +443,7 @@ public sealed class LongNetModelBuilder
             Interop.ToFSharpGroups(settings.SegmentLengths, settings.Rates, settings.Attention.IsDense),
             Interop.ToFSharp(settings.Offsets),
             settings.Causal ? FsArchitecture.Decoder : FsArchitecture.Encoder,
-            Interop.ToFSharp(settings.Position, settings.RopeBase, settings.XPosScaleBase),
+            Interop.ToFSharp(settings.Position, settings.RopeBase, settings.XPosScaleBase, settings.DistanceBias),
             settings.Attention,
             settings.Scaling,
             settings.SubLayerNorm,
@@ -472,5 +490,9 @@ public sealed class LongNetModelBuilder
         bool SmearedKeys,
         Tokenizer? Tokenizer,
         long? Seed,
-        bool GroupsGiven = false);
+        bool GroupsGiven = false)
+    {
+        /// <summary>The distance bias used when <see cref="Position"/> is <see cref="PositionEncoding.DistanceBias"/>.</summary>
+        internal global::LongNet.Modules.DistanceBiasSettings DistanceBias { get; init; } = FsRope.defaultDistanceBias;
+    }
 }

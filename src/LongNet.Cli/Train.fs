@@ -142,7 +142,10 @@ let describe (session: TrainSession) (corpus: Corpus) =
         (match m.Position with
          | Rope _ -> "RoPE, " + ModelOptions.describe m
          | XPos _ -> "xPos, " + ModelOptions.describe m
-         | NoPosition -> "no positions, " + ModelOptions.describe m)
+         | NoPosition -> "no positions, " + ModelOptions.describe m
+         | DistanceBiased b ->
+             $"{DistanceBias.formName b.Form} distance bias (slopes {b.MaxSlope:G4} … {b.MinSlope:G4}), "
+             + ModelOptions.describe m)
         (session.Model.ParameterCount.ToString("N0"))
 
     printfn

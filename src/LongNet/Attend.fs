@@ -14,14 +14,16 @@ let private computeDtype (dtype: torch.ScalarType) =
     else
         torch.ScalarType.Float32
 
-/// Attention of q over k, v inside each block: out `[…, m, d]` and lse `[…, m]` = log Σ_k exp(score).
-/// `keyValid` (bool, broadcastable to `[…, m]`) masks padding keys; `causal` lets slot t see slots ≤ t.
+/// Attention of q over k, v inside each block with an additive score bias (broadcastable to the
+/// `[…, m, m']` scores, added after scaling): out `[…, m, d]` and lse `[…, m]` = log Σ_k exp(score).
+/// `keyValid` (bool, broadcastable to `[…, m']`) masks padding keys; `causal` lets slot t see slots ≤ t.
 /// Scores are computed in float32 (float64 for float64 inputs); out has the inputs' dtype, lse the compute dtype.
 /// Differentiable through both results (the log-sum-exp included).
-let attend
+let attendBiased
     (scale: float)
     (causal: bool)
     (keyValid: torch.Tensor option)
+    (bias: torch.Tensor option)
     (q: torch.Tensor)
     (k: torch.Tensor)
     (v: torch.Tensor)
@@ -31,6 +33,11 @@ let attend
     let m = q.shape.[q.shape.Length - 2]
     use scaleScalar = scale.ToScalar()
     let scores = qc.matmul(kc.transpose (-2L, -1L)).mul scaleScalar
+
+    let scores =
+        match bias with
+        | Some b -> scores + b.to_type dtype
+        | None -> scores
 
     let allowed =
         let causalMask =
@@ -57,3 +64,14 @@ let attend
     let probabilities = (scores - lse).exp()
     let out = probabilities.matmul vc
     out.to_type q.dtype, lse.squeeze -1L
+
+/// Attention of q over k, v inside each block (`attendBiased` without a bias).
+let attend
+    (scale: float)
+    (causal: bool)
+    (keyValid: torch.Tensor option)
+    (q: torch.Tensor)
+    (k: torch.Tensor)
+    (v: torch.Tensor)
+    : torch.Tensor * torch.Tensor =
+    attendBiased scale causal keyValid None q k v

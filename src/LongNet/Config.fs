@@ -153,6 +153,102 @@ module Groups =
                     |> Result.defaultWith (fun e -> e.Raise()))
                 |> Ok
 
+/// How a distance bias grows with the distance δ ≥ 0 between a query and a key.
+type BiasForm =
+    /// −slope · δ (ALiBi, Press et al. 2022, arXiv 2108.12409).
+    | LinearBias
+    /// −slope · ln(1 + δ) (the logarithmic variant of KERPLE, Chi et al. 2022, arXiv 2205.09921).
+    | LogarithmicBias
+
+/// An additive attention bias that favours nearer keys: head h adds −slopeₕ · f(δ) to the score of a
+/// key δ positions away (original positions, so the groups of dilated attention agree on it).
+type DistanceBias =
+    {
+        /// How the bias grows with distance.
+        Form: BiasForm
+        /// One slope ≥ 0 per head.
+        Slopes: float list
+    }
+
+/// Functions over distance biases.
+module DistanceBias =
+    /// The form's name in configuration files: "linear" or "log".
+    let formName (form: BiasForm) : string =
+        match form with
+        | LinearBias -> "linear"
+        | LogarithmicBias -> "log"
+
+    /// Parses "linear" or "log" (case-insensitive).
+    let parseForm (text: string) : Result<BiasForm, ConfigError> =
+        match text.Trim().ToLowerInvariant() with
+        | "linear" -> Ok LinearBias
+        | "log" -> Ok LogarithmicBias
+        | _ ->
+            Error
+                {
+                    Parameter = "biasForm"
+                    Message = $"biasForm must be \"linear\" or \"log\", got \"{text}\"."
+                }
+
+    /// The bias a head with `slope` adds at distance `distance` ≥ 0.
+    let value (form: BiasForm) (slope: float) (distance: float) : float =
+        match form with
+        | LinearBias -> -slope * distance
+        | LogarithmicBias -> -slope * Math.Log(1.0 + distance)
+
+    /// `heads` slopes from `maxSlope` (head 0) down to `minSlope` (the last head), geometrically spaced,
+    /// with 0 < minSlope ≤ maxSlope.
+    let geometricSlopes (heads: int) (maxSlope: float) (minSlope: float) : Result<float list, ConfigError> =
+        if heads < 1 then
+            Error
+                {
+                    Parameter = "heads"
+                    Message = $"heads must be ≥ 1, got {heads}."
+                }
+        elif not (Double.IsFinite maxSlope && maxSlope > 0.0) then
+            Error
+                {
+                    Parameter = "biasMaxSlope"
+                    Message = $"biasMaxSlope must be a finite number > 0, got {maxSlope}."
+                }
+        elif not (Double.IsFinite minSlope && minSlope > 0.0 && minSlope <= maxSlope) then
+            Error
+                {
+                    Parameter = "biasMinSlope"
+                    Message = $"biasMinSlope must be in (0, biasMaxSlope = {maxSlope}], got {minSlope}."
+                }
+        elif heads = 1 then
+            Ok [ maxSlope ]
+        else
+            let ratio = minSlope / maxSlope
+
+            Ok(List.init heads (fun h -> maxSlope * Math.Pow(ratio, float h / float (heads - 1))))
+
+    /// Checks a bias: finite slopes ≥ 0, one per head when `heads` is given.
+    let validate (heads: int option) (bias: DistanceBias) : Result<DistanceBias, ConfigError> =
+        match bias.Slopes |> List.tryFind (fun s -> not (Double.IsFinite s && s >= 0.0)) with
+        | Some s ->
+            Error
+                {
+                    Parameter = "biasSlopes"
+                    Message = $"biasSlopes must be finite numbers ≥ 0, got {s}."
+                }
+        | None ->
+            match heads with
+            | Some h when h <> bias.Slopes.Length ->
+                Error
+                    {
+                        Parameter = "biasSlopes"
+                        Message = $"biasSlopes must hold one slope per head ({h}), got {bias.Slopes.Length}."
+                    }
+            | _ when bias.Slopes.IsEmpty ->
+                Error
+                    {
+                        Parameter = "biasSlopes"
+                        Message = "biasSlopes must hold at least one slope."
+                    }
+            | _ -> Ok bias
+
 /// The full configuration of dilated attention.
 type DilatedConfig =
     {
@@ -164,6 +260,8 @@ type DilatedConfig =
         Causal: bool
         /// Softmax scale; `None` means 1/sqrt(headDim).
         Scale: float option
+        /// An additive bias favouring nearer keys (one slope per head), or none.
+        Bias: DistanceBias option
     }
 
 /// Validating constructors for `DilatedConfig`.
@@ -208,6 +306,7 @@ module DilatedConfig =
                             Offsets = offsets
                             Causal = causal
                             Scale = scale
+                            Bias = None
                         })
 
     /// Builds a configuration from parallel lists of segment lengths and dilation rates.
@@ -249,6 +348,14 @@ module DilatedConfig =
         match create segmentLengths dilationRates offsets causal scale with
         | Ok c -> c
         | Error e -> e.Raise()
+
+    /// The configuration with a distance bias (checked: finite slopes ≥ 0).
+    let withBias (bias: DistanceBias option) (config: DilatedConfig) : Result<DilatedConfig, ConfigError> =
+        match bias with
+        | None -> Ok { config with Bias = None }
+        | Some b ->
+            DistanceBias.validate None b
+            |> Result.map (fun b -> { config with Bias = Some b })
 
     /// The scale actually used for a head dimension: the configured one or 1/sqrt(headDim).
     let scaleFor (config: DilatedConfig) (headDim: int) : float =

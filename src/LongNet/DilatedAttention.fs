@@ -32,8 +32,17 @@ let group
     let keyValid = if layout.AllReal then None else Some layout.Real
     let scale = DilatedConfig.scaleFor config (int q.shape.[3])
 
+    let qBlocks = blocks q
+    let rows = qBlocks.shape.[qBlocks.shape.Length - 2]
+
+    // [h, 1, m, m]: broadcast over batch and segments of the `[b, h, s, m, m]` scores
+    let bias =
+        config.Bias
+        |> Option.map (fun b ->
+            BiasTables.blocks b (Array.init (int q.shape.[1]) int64) rows (int64 layout.R) q.dtype q.device)
+
     let out, lse =
-        Attend.attend scale config.Causal keyValid (blocks q) (blocks k) (blocks v)
+        Attend.attendBiased scale config.Causal keyValid bias qBlocks (blocks k) (blocks v)
 
     Scatter.scatter layout.W layout.R layout.N layout.Offsets layout.Real out lse
 

@@ -17,6 +17,15 @@ let private accumulatorDtype (q: torch.Tensor) =
     else
         torch.ScalarType.Float32
 
+/// The additive distance bias of a part's blocks `[heads, 1, rows, rows]`, or none.
+let private partBias (config: DilatedConfig) (part: BlockViews.Part) (q: torch.Tensor) =
+    config.Bias
+    |> Option.map (fun bias ->
+        let heads =
+            Array.init (int part.HeadCount) (fun i -> part.HeadStart + int64 i * part.HeadStep)
+
+        BiasTables.blocks bias heads part.Rows part.Rate q.dtype q.device)
+
 /// Every (part, batch item) of every group: the unit one fused kernel call handles.
 let private calls (config: DilatedConfig) (q: torch.Tensor) =
     let heads, n = int q.shape.[1], q.shape.[2]
@@ -51,7 +60,7 @@ let forwardNoGrad
         let view = BlockViews.view part item
 
         let partOut, partLse =
-            Kernels.forward scale config.Causal None (view q) (view k) (view v)
+            Kernels.forward scale config.Causal (partBias config part q) (view q) (view k) (view v)
 
         let runningOut, runningLse = view out, BlockViews.viewRows part item lse
         let merged = torch.logaddexp (runningLse, partLse)
@@ -100,7 +109,7 @@ let backward
             Kernels.backward
                 scale
                 config.Causal
-                None
+                (partBias config part q)
                 (view dout)
                 (view q)
                 (view k)

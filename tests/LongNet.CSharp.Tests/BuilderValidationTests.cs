@@ -51,6 +51,26 @@ public sealed class BuilderValidationTests
     }
 
     [Fact]
+    public void Distance_bias_settings_are_checked_and_reach_the_model()
+    {
+        var b = LongNetModel.Create().Vocabulary(32).Embedding(16).Layers(1).Heads(4).Segments(8, 16).Rates(1, 2);
+        Throws<ArgumentOutOfRangeException>("maxSlope", () => b.DistanceBias(maxSlope: 0.0));
+        Throws<ArgumentOutOfRangeException>("minSlope", () => b.DistanceBias(maxSlope: 1.0, minSlope: 2.0));
+        Throws<ArgumentOutOfRangeException>("minSlope", () => b.DistanceBias(minSlope: double.NaN));
+        Throws<ArgumentOutOfRangeException>("form", () => b.DistanceBias((DistanceBiasForm)5));
+        Throws<ArgumentException>("position", () => b.DistanceBias().SelectMergeAttention().Build());
+
+        using var scope = NewDisposeScope();
+        using var model = b.DistanceBias(DistanceBiasForm.Linear, 0.5, 0.125).Build();
+        var position = Assert.IsType<global::LongNet.Modules.PositionEncoding.DistanceBiased>(model.Inner.Config.Position);
+        Assert.Equal(global::LongNet.BiasForm.LinearBias, position.Item.Form);
+        Assert.Equal(0.5, position.Item.MaxSlope);
+        Assert.Equal(0.125, position.Item.MinSlope);
+        Assert.Equal(model.Inner.Config, model.ToBuilder().ToFSharp());
+        Assert.Equal(new long[] { 1, 5, 32 }, model.Forward(randint(32, [1, 5])).shape);
+    }
+
+    [Fact]
     public void Model_settings_are_checked()
     {
         var b = LongNetModel.Create();

@@ -116,6 +116,11 @@ let ``a configuration written before the switch loads with dilated attention and
 [<InlineData("""{"selectMerge": {"blocks": 4}}""", "model.selectMerge.blocks")>]
 [<InlineData("""{"attention": "select-merge", "position": "xpos"}""", "model.selectMerge.renumberPositions")>]
 [<InlineData("""{"positionScaling": {"method": "rope2"}}""", "model.positionScaling.method")>]
+[<InlineData("""{"attention": "select-merge", "position": "distance-bias"}""", "model.position")>]
+[<InlineData("""{"position": "distance-bias", "biasForm": "cubic"}""", "model.biasForm")>]
+[<InlineData("""{"position": "distance-bias", "biasMaxSlope": 0}""", "model.biasMaxSlope")>]
+[<InlineData("""{"position": "distance-bias", "biasMaxSlope": 1, "biasMinSlope": 2}""", "model.biasMinSlope")>]
+[<InlineData("""{"positionScaling": {"method": "ntk"}, "position": "distance-bias"}""", "model.positionScaling.method")>]
 [<InlineData("""{"positionScaling": {"method": "pi", "scale": 0.5}}""", "model.positionScaling.scale")>]
 [<InlineData("""{"positionScaling": {"method": "ntk"}, "position": "xpos"}""", "model.positionScaling.method")>]
 [<InlineData("""{"positionScaling": {"method": "dynamic-ntk", "trainedLength": 0}}""",

@@ -126,6 +126,69 @@ let ``the mixed output equals one softmax over the multiset union of the groups'
     let atUncovered = torch.where (uncovered, out, torch.zeros_like out)
     expect (atUncovered.abs().max().item<float>() = 0.0) (fun () -> "an uncovered position is not 0")
 
+/// A distance bias drawn from the case's seed: either form, slopes in [0, 1) per head (some 0).
+let private biasOf (case: Case) : DistanceBias =
+    let random = Random(case.Seed + 17)
+
+    {
+        Form = (if random.Next 2 = 0 then LinearBias else LogarithmicBias)
+        Slopes = List.init case.Heads (fun _ -> if random.Next 4 = 0 then 0.0 else random.NextDouble())
+    }
+
+/// exp(−slopeₕ·f(|q − k|)) `[h, n, n]`, written out with loops from the definition of the bias.
+let private biasWeights (bias: DistanceBias) (heads: int) (n: int) : Tensor =
+    let f (delta: int) =
+        match bias.Form with
+        | LinearBias -> float delta
+        | LogarithmicBias -> log (1.0 + float delta)
+
+    let slopes = List.toArray bias.Slopes
+
+    let values =
+        Array.init (heads * n * n) (fun i ->
+            let h, q, k = i / (n * n), (i / n) % n, i % n
+            exp (-slopes.[h] * f (abs (q - k))))
+
+    torch.tensor (values, int64 heads, int64 n, int64 n, dtype = torch.float64)
+
+[<Property(Arbitrary = [| typeof<Cases> |], MaxTest = 300)>]
+let ``with a distance bias the mixed output equals one biased softmax over the union, on both kernels`` (case: Case) =
+    init ()
+    use _scope = torch.NewDisposeScope()
+    let bias = biasOf case
+    let config = { case.Config with Bias = Some bias }
+    let q, k, v = qkv case
+    // a key seen c times with bias b weighs c·exp(b)·exp(score): fold exp(b) into the multiplicities
+    let counts =
+        Oracle.counts case.Config case.Heads case.N * biasWeights bias case.Heads case.N
+
+    let expected = Dense.attendWithCounts (scaleOf case) counts q k v
+
+    for kernel in [ DilatedAttention.Fused; DilatedAttention.Explicit ] do
+        let out, _ = DilatedAttention.forwardUsing kernel false config q k v
+        within 1e-10 $"{kernel} biased dilated vs biased union oracle" out expected
+
+[<Property(Arbitrary = [| typeof<SmallCases> |], MaxTest = 100)>]
+let ``with a distance bias the fused gradients equal autograd through the explicit path`` (case: Case) =
+    init ()
+    use _scope = torch.NewDisposeScope()
+
+    let config =
+        { case.Config with
+            Bias = Some(biasOf case)
+        }
+
+    let projection = randn (case.Seed + 5) (shapeOf case)
+
+    let through kernel =
+        gradients (fun q k v -> fst (DilatedAttention.forwardUsing kernel false config q k v)) projection case
+
+    let fq, fk, fv = through DilatedAttention.Fused
+    let eq, ek, ev = through DilatedAttention.Explicit
+    within 1e-9 "dq" fq eq
+    within 1e-9 "dk" fk ek
+    within 1e-9 "dv" fv ev
+
 // ----------------------------------------------------------------------------------------------
 // Causality and padding
 
@@ -569,3 +632,56 @@ let ``geometric groups grow by their ratios and cover every head and position, o
 
             expect (covered.Count = g.DilationRate) (fun () ->
                 $"group {g} with {heads} heads covers offsets {covered}"))
+
+[<Property(MaxTest = 300)>]
+let ``geometric bias slopes run from the largest to the smallest at a constant ratio``
+    (heads: byte)
+    (a: uint16)
+    (b: uint16)
+    =
+    let heads = 1 + int heads % 16
+    let a, b = 1e-3 + float a / 6000.0, 1e-3 + float b / 6000.0
+    let maxSlope, minSlope = max a b, min a b
+
+    match DistanceBias.geometricSlopes heads maxSlope minSlope with
+    | Error e -> failwith e.Message
+    | Ok slopes ->
+        let s = List.toArray slopes
+        expect (s.Length = heads) (fun () -> $"{s.Length} slopes for {heads} heads")
+        expect (abs (s.[0] - maxSlope) <= 1e-12 * maxSlope) (fun () -> $"first slope {s.[0]} ≠ {maxSlope}")
+
+        if heads > 1 then
+            expect (abs (s.[heads - 1] - minSlope) <= 1e-9 * maxSlope) (fun () ->
+                $"last slope {s.[heads - 1]} ≠ {minSlope}")
+
+            for i in 1 .. heads - 2 do
+                let r1, r2 = s.[i] / s.[i - 1], s.[i + 1] / s.[i]
+                expect (abs (r1 - r2) <= 1e-9) (fun () -> $"ratios {r1} and {r2} differ at head {i}")
+
+    // a minimum above the maximum, or a non-positive one, is refused naming the parameter
+    match DistanceBias.geometricSlopes heads minSlope (maxSlope * 2.0) with
+    | Error e -> expect (e.Parameter = "biasMinSlope") (fun () -> $"refused {e.Parameter}")
+    | Ok _ -> failwith "biasMinSlope above biasMaxSlope was accepted"
+
+[<Fact>]
+let ``a distance bias needs finite slopes at least 0, one per head`` () =
+    let check heads slopes =
+        match DistanceBias.validate heads { Form = LinearBias; Slopes = slopes } with
+        | Ok _ -> None
+        | Error e -> Some e.Parameter
+
+    Assert.Equal(None, check (Some 2) [ 0.0; 1.0 ])
+    Assert.Equal(Some "biasSlopes", check (Some 3) [ 0.0; 1.0 ])
+    Assert.Equal(Some "biasSlopes", check None [ -1.0 ])
+    Assert.Equal(Some "biasSlopes", check None [ nan ])
+    Assert.Equal(Some "biasSlopes", check None [])
+    Assert.Equal(Ok LogarithmicBias, DistanceBias.parseForm " LOG ")
+
+    Assert.Equal(
+        "biasForm",
+        (DistanceBias.parseForm "cubic"
+         |> Result.mapError _.Parameter
+         |> function
+             | Error p -> p
+             | Ok _ -> "")
+    )

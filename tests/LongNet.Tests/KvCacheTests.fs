@@ -81,7 +81,19 @@ let private caseGen =
         let! feedForward = Gen.elements [ SwiGlu; Gelu ]
 
         let! position =
-            Gen.elements [ NoPosition; Rope Rope.defaultRope; XPos { Base = 10000.0; ScaleBase = 64.0 } ]
+            Gen.elements
+                [
+                    NoPosition
+                    Rope Rope.defaultRope
+                    XPos { Base = 10000.0; ScaleBase = 64.0 }
+                    DistanceBiased Rope.defaultDistanceBias
+                    DistanceBiased
+                        {
+                            Form = LinearBias
+                            MaxSlope = 0.5
+                            MinSlope = 0.01
+                        }
+                ]
 
         let! offsets = Gen.elements [ Paper; Blocks ]
         let! subLn = Gen.elements [ false; true ]

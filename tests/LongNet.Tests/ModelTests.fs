@@ -51,7 +51,13 @@ let ``multi-head dilated attention maps [batch, seq, embed] to the same shape`` 
     init.Force()
     use scope = torch.NewDisposeScope()
 
-    for position in [ NoPosition; Rope Rope.defaultRope; XPos Rope.defaultXPos ] do
+    for position in
+        [
+            NoPosition
+            Rope Rope.defaultRope
+            XPos Rope.defaultXPos
+            DistanceBiased Rope.defaultDistanceBias
+        ] do
         use attention =
             new MultiheadDilatedAttention("attn", attentionSettings position true)
 
@@ -243,6 +249,28 @@ let ``a model with smeared keys is refused for training split over ranks, naming
     Assert.All(outcome, (fun e -> Assert.StartsWith("model.smearedKeys", e)))
 
 [<Fact>]
+let ``a distance-biased model is refused for training split over ranks, naming the field`` () =
+    init.Force()
+
+    let config =
+        { LongNet.Training.RunConfig.tiny with
+            Model =
+                { LongNet.Training.RunConfig.tiny.Model with
+                    Position = DistanceBiased Rope.defaultDistanceBias
+                }
+        }
+
+    let outcome =
+        LongNet.Distributed.Simulated.run 2 (fun comm ->
+            match LongNet.Training.TrainSession.Create(config, LongNet.Text.Tokenizer.byteLevel (), comm) with
+            | Ok s ->
+                (s :> IDisposable).Dispose()
+                "accepted"
+            | Error e -> e)
+
+    Assert.All(outcome, (fun e -> Assert.StartsWith("model.position", e)))
+
+[<Fact>]
 let ``the encoder is not causal: a later token changes earlier outputs in its segment`` () =
     init.Force()
     use scope = torch.NewDisposeScope()
@@ -400,6 +428,23 @@ let ``model configurations round-trip through JSON`` () =
             Offsets = Blocks
             SubLayerNorm = true
             MaxPositions = 9000
+        }
+
+    match ModelConfig.ofJson "model" ModelConfig.defaults (ModelConfig.toJson c) with
+    | Ok back -> Assert.Equal(c, back)
+    | Error e -> failwith e.Message
+
+[<Fact>]
+let ``a distance-biased configuration round-trips through JSON`` () =
+    let c =
+        { small Decoder with
+            Position =
+                DistanceBiased
+                    {
+                        Form = LinearBias
+                        MaxSlope = 0.5
+                        MinSlope = 0.01
+                    }
         }
 
     match ModelConfig.ofJson "model" ModelConfig.defaults (ModelConfig.toJson c) with

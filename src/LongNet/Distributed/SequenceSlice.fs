@@ -37,6 +37,11 @@ type SequenceSlice(comm: ICommunicator, total: int64) =
         if q.Dimensions <> 4L then
             invalidArg "q" $"q must be 4-D [batch, heads, {length}, headDim]; got {q.Dimensions}-D."
 
+        if config.Bias.IsSome then
+            invalidArg
+                "config"
+                "sequence-parallel attention has no distance bias; use position \"none\", \"rope\" or \"xpos\" to split a sequence across ranks."
+
         let heads = int q.shape.[1]
 
         let groups =

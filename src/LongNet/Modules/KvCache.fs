@@ -212,7 +212,21 @@ module KvCache =
 
                         let k = keys.gather (2L, index)
                         let v = values.gather (2L, index)
-                        let out, lse = Attend.attend scale false (Some keyValid) q k v
+
+                        // [1, h, 1, slots]: −slope · f(p − key position) per head and slot
+                        let bias =
+                            config.Bias
+                            |> Option.map (fun b ->
+                                let distances =
+                                    Array.init (heads * slots) (fun k ->
+                                        let ps = perHead.[k / slots]
+                                        let t = k % slots
+                                        if t < ps.Length then p - ps.[t] else 0L)
+
+                                use table = torch.tensor(distances, device = device).view(int64 heads, int64 slots)
+                                BiasTables.step b table q.dtype)
+
+                        let out, lse = Attend.attendBiased scale false (Some keyValid) bias q k v
 
                         let lse = torch.where (covered, lse, torch.full_like (lse, Double.NegativeInfinity))
 

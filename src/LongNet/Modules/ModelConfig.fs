@@ -147,7 +147,8 @@ module ModelConfig =
         match c.PositionScaling, c.Position with
         | PlainRope, _ -> Ok()
         | _, NoPosition
-        | _, XPos _ ->
+        | _, XPos _
+        | _, DistanceBiased _ ->
             error
                 "positionScaling.method"
                 "positionScaling.method must be \"none\" unless position is \"rope\" (the scalings rescale RoPE's frequencies)."
@@ -229,12 +230,19 @@ module ModelConfig =
                             $"with xPos (xposScaleBase {x.ScaleBase}) positions beyond {limit} overflow float32; set maxPositions ≤ {limit} or raise xposScaleBase."
                     | _ -> Ok c
 
-    /// The JSON name of a position encoding: "none", "rope" or "xpos".
+    /// The JSON name of a position encoding: "none", "rope", "xpos" or "distance-bias".
     let positionName (p: PositionEncoding) =
         match p with
         | NoPosition -> "none"
         | Rope _ -> "rope"
         | XPos _ -> "xpos"
+        | DistanceBiased _ -> "distance-bias"
+
+    /// The distance-bias settings of a position encoding (the defaults unless it is `DistanceBiased`).
+    let private biasSettings (p: PositionEncoding) =
+        match p with
+        | DistanceBiased b -> b
+        | _ -> Rope.defaultDistanceBias
 
     /// The JSON name of an attention kind: "dilated", "dense" or "select-merge".
     let attentionName (kind: AttentionKind) : string =
@@ -387,8 +395,10 @@ module ModelConfig =
             match c.Position with
             | Rope r -> r.Base, Rope.defaultXPos.ScaleBase
             | XPos x -> x.Base, x.ScaleBase
-            | NoPosition -> Rope.defaultRope.Base, Rope.defaultXPos.ScaleBase
+            | NoPosition
+            | DistanceBiased _ -> Rope.defaultRope.Base, Rope.defaultXPos.ScaleBase
 
+        let distance = biasSettings c.Position
         let o = JsonObject()
         let set (name: string) (value: JsonNode) = o.[name] <- value
         let int (x: int) = JsonValue.Create x :> JsonNode
@@ -435,6 +445,9 @@ module ModelConfig =
         set "positionScaling" (scalingJson c.PositionScaling)
         set "ropeBase" (float ropeBase)
         set "xposScaleBase" (float scaleBase)
+        set "biasForm" (text (DistanceBias.formName distance.Form))
+        set "biasMaxSlope" (float distance.MaxSlope)
+        set "biasMinSlope" (float distance.MinSlope)
         set "subLayerNorm" (bool c.SubLayerNorm)
         set "dropout" (float c.Dropout)
         set "bias" (bool c.Bias)
@@ -462,6 +475,9 @@ module ModelConfig =
             "positionScaling"
             "ropeBase"
             "xposScaleBase"
+            "biasForm"
+            "biasMaxSlope"
+            "biasMinSlope"
             "subLayerNorm"
             "dropout"
             "bias"
@@ -544,7 +560,25 @@ module ModelConfig =
                 match fallback.Position with
                 | Rope x -> x.Base, Rope.defaultXPos.ScaleBase
                 | XPos x -> x.Base, x.ScaleBase
-                | NoPosition -> Rope.defaultRope.Base, Rope.defaultXPos.ScaleBase
+                | NoPosition
+                | DistanceBiased _ -> Rope.defaultRope.Base, Rope.defaultXPos.ScaleBase
+
+            let distance0 = biasSettings fallback.Position
+
+            let biasForm =
+                let text = r.String("biasForm", DistanceBias.formName distance0.Form)
+
+                match DistanceBias.parseForm text with
+                | Ok f -> f
+                | Error _ ->
+                    let field = qualified "biasForm"
+                    JsonFields.fail field $"{field} must be \"linear\" or \"log\", got \"{text}\"."
+
+            let biasMaxSlope =
+                r.Float("biasMaxSlope", distance0.MaxSlope, (fun x -> x > 0.0), "a number > 0")
+
+            let biasMinSlope =
+                r.Float("biasMinSlope", distance0.MinSlope, (fun x -> x > 0.0), "a number > 0")
 
             let ropeBase = r.Float("ropeBase", ropeBase0, (fun x -> x > 1.0), "a number > 1")
 
@@ -569,10 +603,17 @@ module ModelConfig =
                             Base = ropeBase
                             ScaleBase = scaleBase
                         }
+                | "distance-bias" ->
+                    DistanceBiased
+                        {
+                            Form = biasForm
+                            MaxSlope = biasMaxSlope
+                            MinSlope = biasMinSlope
+                        }
                 | other ->
                     JsonFields.fail
                         qualifiedPosition
-                        $"{qualifiedPosition} must be \"none\", \"rope\" or \"xpos\", got \"{other}\"."
+                        $"{qualifiedPosition} must be \"none\", \"rope\", \"xpos\" or \"distance-bias\", got \"{other}\"."
 
             let feedForward =
                 let text = r.String("feedForward", FeedForwardKind.name fallback.FeedForward)

@@ -107,6 +107,14 @@ module AttentionSettings =
                     error
                         "selectMerge.renumberPositions"
                         "selectMerge.renumberPositions needs position \"rope\" or \"none\" (xPos amplitudes depend on original positions)."
+                | AttentionKind.SelectMerge _ when
+                    (match s.Position with
+                     | DistanceBiased _ -> true
+                     | _ -> false)
+                    ->
+                    error
+                        "position"
+                        "position \"distance-bias\" needs attention \"dilated\" or \"dense\" (select-and-merge has no score bias)."
                 | _ -> Ok s
 
             match selectMerge with
@@ -114,6 +122,7 @@ module AttentionSettings =
             | Ok _ ->
                 match s.Position with
                 | NoPosition -> Ok s
+                | DistanceBiased _ -> Rope.distanceBias s.Position s.Heads |> Result.map (fun _ -> s)
                 | Rope _
                 | XPos _ when (s.Embed / s.Heads) % 2 <> 0 ->
                     error
@@ -158,8 +167,14 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         this.register_module ("dropout", dropout)
         subLayerNorm |> Option.iter (fun m -> this.register_module ("inner_attn_ln", m))
 
-    let causal = settings.Dilated.Causal
-    let scale = DilatedConfig.scaleFor settings.Dilated (int d)
+    // the dilated configuration with the position encoding's distance bias, if any
+    let dilated =
+        match Rope.distanceBias settings.Position settings.Heads with
+        | Ok bias -> { settings.Dilated with Bias = bias }
+        | Error e -> e.Raise()
+
+    let causal = dilated.Causal
+    let scale = DilatedConfig.scaleFor dilated (int d)
 
     // the smearing gates' logits, one per head (g = sigmoid, ½ at the start)
     do
@@ -200,16 +215,13 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     // their exact backward), dense as one covering group on the same kernels, or select-and-merge.
     let attend (rotation: Casm.SelectMerge.Rotation option) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
         match settings.Attention with
-        | AttentionKind.Dilated -> DilatedAttention.forward settings.Dilated q k v
+        | AttentionKind.Dilated -> DilatedAttention.forward dilated q k v
         | AttentionKind.Dense ->
             // one group whose segment covers the sequence, with r = 1: dense attention, on the same kernels
             let whole =
-                DilatedConfig.createOrRaise
-                    [ int q.shape.[2] ]
-                    [ 1 ]
-                    settings.Dilated.Offsets
-                    causal
-                    settings.Dilated.Scale
+                { DilatedConfig.createOrRaise [ int q.shape.[2] ] [ 1 ] dilated.Offsets causal dilated.Scale with
+                    Bias = dilated.Bias
+                }
 
             DilatedAttention.forward whole q k v
         | AttentionKind.SelectMerge o ->
@@ -311,7 +323,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         | Some _ when not m.SupportsCache ->
             invalidOp "select-and-merge attention has no KV cache; decode by recomputing the full forward."
         | Some c ->
-            let first = KvCache.firstNeeded settings.Dilated n
+            let first = KvCache.firstNeeded dilated n
             c.Reset(first, k.narrow (2L, first, n - first), v.narrow (2L, first, n - first))
 
             if settings.SmearedKeys then
@@ -338,7 +350,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
 
         let v = splitHeads (value.forward x)
-        let attended = slice.Attend(settings.Dilated, q, k, v)
+        let attended = slice.Attend(dilated, q, k, v)
         (finish attended).MoveToOuterDisposeScope()
 
     /// Drop-in multi-head attention: `query`, `key`, `value` `[b, n, e]` (one length n) at positions
@@ -414,8 +426,8 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             cache.SetPreviousKey rawKey
 
         cache.Append(k, v)
-        let attended, _ = KvCache.attendStep settings.Dilated p cache q
-        cache.DropBefore(KvCache.firstNeeded settings.Dilated (p + 1L))
+        let attended, _ = KvCache.attendStep dilated p cache q
+        cache.DropBefore(KvCache.firstNeeded dilated (p + 1L))
         (finish attended).MoveToOuterDisposeScope()
 
     /// Self-attention over `[b, n, e]` at positions 0 … n−1 (plain, unscaled position encoding).

@@ -33,6 +33,17 @@ type XPosSettings =
         ScaleBase: float
     }
 
+/// Settings of a distance bias on the attention scores: slopes spaced geometrically over the heads.
+type DistanceBiasSettings =
+    {
+        /// How the bias grows with distance (linear as ALiBi, or logarithmic).
+        Form: LongNet.BiasForm
+        /// The first head's slope (the most local head).
+        MaxSlope: float
+        /// The last head's slope (the most far-reaching head), 0 < MinSlope ≤ MaxSlope.
+        MinSlope: float
+    }
+
 /// Which relative-position scheme the attention applies to queries and keys.
 type PositionEncoding =
     /// No position information beyond the causal mask.
@@ -41,6 +52,8 @@ type PositionEncoding =
     | Rope of RopeSettings
     /// Rotary embeddings with an exponential decay of the amplitude over distance.
     | XPos of XPosSettings
+    /// No rotation: an additive score bias −slopeₕ · f(distance) that favours nearer keys.
+    | DistanceBiased of DistanceBiasSettings
 
 /// Pure RoPE and xPos functions.
 module Rope =
@@ -49,6 +62,25 @@ module Rope =
 
     /// Default xPos: θ = 10000, γ = 512.
     let defaultXPos = { Base = 10000.0; ScaleBase = 512.0 }
+
+    /// Default distance bias: logarithmic, slopes from 2 (most local head) down to 1/16.
+    let defaultDistanceBias =
+        {
+            Form = LongNet.LogarithmicBias
+            MaxSlope = 2.0
+            MinSlope = 0.0625
+        }
+
+    /// The per-head `DistanceBias` of a position encoding for `heads` heads (none unless `DistanceBiased`).
+    let distanceBias
+        (encoding: PositionEncoding)
+        (heads: int)
+        : Result<LongNet.DistanceBias option, LongNet.ConfigError> =
+        match encoding with
+        | DistanceBiased b ->
+            LongNet.DistanceBias.geometricSlopes heads b.MaxSlope b.MinSlope
+            |> Result.map (fun slopes -> Some { Form = b.Form; Slopes = slopes })
+        | _ -> Ok None
 
     /// The frequencies θ^(−2i/d), i = 0 … d/2−1, as float64 values (d must be even).
     let inverseFrequencies (theta: float) (headDim: int) : float[] =
@@ -135,7 +167,8 @@ module Rope =
             toTensor n headDim cos dtype device, toTensor n headDim sin dtype device
 
         match encoding with
-        | NoPosition -> None
+        | NoPosition
+        | DistanceBiased _ -> None
         | Rope settings ->
             let cos, sin = build (angles settings headDim positions) (fun _ _ -> 1.0)
 

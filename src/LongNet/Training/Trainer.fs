@@ -122,6 +122,13 @@ type TrainSession
         | Some _ when model.PositionScaling <> PlainRope ->
             Error
                 "model.positionScaling: training split over ranks uses plain RoPE positions; fine-tune with a position scaling in one process."
+        | Some _ when
+            (match model.Position with
+             | DistanceBiased _ -> true
+             | _ -> false)
+            ->
+            Error
+                "model.position: training split over ranks has no distance bias in its sequence-parallel attention; use position 'none', 'rope' or 'xpos', or train in one process."
         | Some _ when model.SmearedKeys ->
             Error
                 "model.smearedKeys: training split over ranks does not exchange the key before each slice; train a model with smeared keys in one process."

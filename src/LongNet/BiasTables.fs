@@ -1,0 +1,116 @@
+/// Distance-bias tensors for the attention kernels: the additive −slopeₕ · f(δ) of a `DistanceBias`
+/// laid out for a block family of dilated attention, for explicit blocks, and for one decoding step.
+/// Notation: h heads, m rows per block, r dilation rate, δ distance in original positions.
+module LongNet.BiasTables
+
+open TorchSharp
+
+/// The dtype an additive mask takes for inputs of `dtype`: the inputs' own for float32 and float64,
+/// else float32 (the fused kernels accept both).
+let maskDtype (dtype: torch.ScalarType) : torch.ScalarType =
+    if dtype = torch.ScalarType.Float64 then
+        torch.ScalarType.Float64
+    else
+        torch.ScalarType.Float32
+
+/// −slope · f(δ) for distances `distance` (float64) and per-head slopes broadcast against them.
+let private apply (form: BiasForm) (slopes: torch.Tensor) (distance: torch.Tensor) : torch.Tensor =
+    match form with
+    | LinearBias -> -(slopes * distance)
+    | LogarithmicBias -> -(slopes * distance.log1p ())
+
+/// The slopes of the given heads as a float64 tensor `[heads.Length]`.
+let private slopesOf (bias: DistanceBias) (heads: int64[]) : torch.Tensor =
+    let all = List.toArray bias.Slopes
+
+    heads
+    |> Array.map (fun h ->
+        if h < 0L || h >= int64 all.Length then
+            invalidArg
+                "bias"
+                $"the distance bias has {all.Length} slopes, but head {h} attends; give one slope per head."
+        else
+            all.[int h])
+    |> fun s -> torch.tensor (s, dtype = torch.ScalarType.Float64)
+
+let private build
+    (bias: DistanceBias)
+    (heads: int64[])
+    (rows: int64)
+    (rate: int64)
+    (dtype: torch.ScalarType)
+    (device: torch.Device)
+    : torch.Tensor =
+    use scope = torch.NewDisposeScope()
+    let index = torch.arange (rows, dtype = torch.ScalarType.Float64)
+    use rateScalar = (float rate).ToScalar()
+    let distance = (index.unsqueeze 1L - index.unsqueeze 0L).abs_().mul_ rateScalar
+    let slopes = (slopesOf bias heads).view(-1L, 1L, 1L, 1L)
+
+    let table =
+        (apply bias.Form slopes (distance.view (1L, 1L, rows, rows)))
+            .to_type(maskDtype dtype)
+            .``to``(device)
+            .contiguous()
+
+    table.MoveToOuterDisposeScope()
+
+// Tables are reused across layers, steps and calls (one per block family): building one costs
+// several passes over rows² entries per head, as much as a small attention call.
+let private cache = System.Collections.Generic.Dictionary<string, torch.Tensor>()
+let private cacheLimitBytes = 1L <<< 30
+let mutable private cachedBytes = 0L
+
+/// The bias of blocks whose rows lie `rate` positions apart, for `heads` (their indices):
+/// `[heads, 1, rows, rows]`, entry (a, b) = −slope · f(rate·|a − b|), in `maskDtype dtype` on `device`.
+/// The table is shared (cached): callers must not modify or dispose it.
+let blocks
+    (bias: DistanceBias)
+    (heads: int64[])
+    (rows: int64)
+    (rate: int64)
+    (dtype: torch.ScalarType)
+    (device: torch.Device)
+    : torch.Tensor =
+    let slopeText =
+        heads
+        |> Array.map (fun h ->
+            if h >= 0L && h < int64 bias.Slopes.Length then
+                bias.Slopes.[int h].ToString "R"
+            else
+                "?")
+        |> String.concat ","
+
+    let key =
+        $"{DistanceBias.formName bias.Form}|{slopeText}|{rows}|{rate}|{maskDtype dtype}|{device}"
+
+    lock cache (fun () ->
+        match cache.TryGetValue key with
+        | true, table -> table
+        | _ ->
+            let table = build bias heads rows rate dtype device
+            let bytes = table.NumberOfElements * table.ElementSize
+
+            if cachedBytes + bytes > cacheLimitBytes then
+                for KeyValue(_, t) in cache do
+                    t.Dispose()
+
+                cache.Clear()
+                cachedBytes <- 0L
+
+            table.DetachFromDisposeScope() |> ignore
+            cache.[key] <- table
+            cachedBytes <- cachedBytes + bytes
+            table)
+
+/// The bias of one decoding step: `distances` `[h, slots]` (int64, query position − key position)
+/// → `[1, h, 1, slots]` in `maskDtype dtype` on the distances' device.
+let step (bias: DistanceBias) (distances: torch.Tensor) (dtype: torch.ScalarType) : torch.Tensor =
+    use scope = torch.NewDisposeScope()
+    let heads = distances.shape.[0]
+
+    let slopes =
+        (slopesOf bias (Array.init (int heads) int64)).``to``(distances.device).view(-1L, 1L)
+
+    let table = apply bias.Form slopes (distances.to_type torch.ScalarType.Float64)
+    table.view(1L, heads, 1L, distances.shape.[1]).to_type(maskDtype dtype).MoveToOuterDisposeScope()
