@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.FSharp.Core;
 using TorchSharp;
 using FsArchitecture = global::LongNet.Modules.Architecture;
 using FsAttentionKind = global::LongNet.Modules.AttentionKind;
@@ -83,6 +84,8 @@ public sealed class LongNetModelBuilder
             null)
         {
             DistanceBias = c.Position is global::LongNet.Modules.PositionEncoding.DistanceBiased biased ? biased.Item : FsRope.defaultDistanceBias,
+            Norm = c.Norm,
+            KvHeads = FSharpOption<int>.get_IsSome(c.KvHeads) ? c.KvHeads.Value : null,
         };
     }
 
@@ -217,6 +220,17 @@ public sealed class LongNetModelBuilder
         return new(settings with { Position = PositionEncoding.DistanceBias, DistanceBias = Interop.ToFSharp(form, maxSlope, minSlope) });
     }
 
+    /// <summary>RMSNorm (Llama, Mistral) instead of LayerNorm before attention, before the feed-forward network and at the end.</summary>
+    /// <returns>A builder with RMSNorm.</returns>
+    public LongNetModelBuilder RmsNorm() => new(settings with { Norm = global::LongNet.Modules.NormKind.RmsNormalization });
+
+    /// <summary>Grouped-query attention: <paramref name="kvHeads"/> key/value heads, each shared by heads / kvHeads query heads (checked by <see cref="Build"/>).</summary>
+    /// <param name="kvHeads">A divisor of the head count, ≥ 1.</param>
+    /// <returns>A builder with this many key/value heads.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="kvHeads"/> is below 1.</exception>
+    public LongNetModelBuilder KeyValueHeads(int kvHeads) =>
+        new(settings with { KvHeads = Checks.AtLeast(kvHeads, 1, nameof(kvHeads)) });
+
     /// <summary>The base θ of the rotary frequencies (default 10000).</summary>
     /// <param name="ropeBase">A finite number &gt; 1.</param>
     /// <returns>A builder with this base.</returns>
@@ -333,7 +347,7 @@ public sealed class LongNetModelBuilder
         var probe = new FsModelConfig(
             d.VocabSize, d.EmbedDim, d.Layers, d.Heads, d.FeedForwardDim, d.FeedForward, d.Groups, d.Offsets,
             d.Architecture, d.Position, d.Attention, method, d.SubLayerNorm, d.Dropout, d.Bias, d.TiedEmbeddings, d.LayerNormEpsilon,
-            d.MaxPositions, d.SmearedKeys);
+            d.MaxPositions, d.SmearedKeys, d.Norm, d.KvHeads);
         var result = FsModelConfigModule.validateScaling(probe);
         if (result.IsError)
         {
@@ -452,7 +466,9 @@ public sealed class LongNetModelBuilder
             settings.TiedEmbeddings,
             settings.LayerNormEpsilon,
             settings.MaxPositions,
-            settings.SmearedKeys);
+            settings.SmearedKeys,
+            settings.Norm,
+            settings.KvHeads is { } kv ? FSharpOption<int>.Some(kv) : FSharpOption<int>.None);
 
         var validated = FsModelConfigModule.validate(config);
         if (validated.IsError)
@@ -494,5 +510,11 @@ public sealed class LongNetModelBuilder
     {
         /// <summary>The distance bias used when <see cref="Position"/> is <see cref="PositionEncoding.DistanceBias"/>.</summary>
         internal global::LongNet.Modules.DistanceBiasSettings DistanceBias { get; init; } = FsRope.defaultDistanceBias;
+
+        /// <summary>LayerNorm (default) or RMSNorm in the blocks and at the end.</summary>
+        internal global::LongNet.Modules.NormKind Norm { get; init; } = global::LongNet.Modules.NormKind.LayerNormalization;
+
+        /// <summary>Key/value heads (grouped-query attention); null: one per query head.</summary>
+        internal int? KvHeads { get; init; }
     }
 }

@@ -125,7 +125,8 @@ public sealed class MultiheadDilatedAttentionBuilder
             settings.Dropout,
             settings.Bias,
             settings.LayerNormEpsilon,
-            false);
+            false,
+            heads);
 
         var validated = FsAttentionSettingsModule.validate(fsSettings);
         if (validated.IsError)

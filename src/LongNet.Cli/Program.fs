@@ -25,6 +25,14 @@ let private commands: (string * string * (string list -> int) * string) list =
         "continue a prompt with a checkpoint (KV-cache decoding where the model has one)",
         Generate.run,
         Generate.help
+        "logits",
+        "run a LongNet checkpoint or a Hugging Face Llama/Mistral folder on token ids (.npy in, .npy out)",
+        Pretrained.runLogits,
+        Pretrained.logitsHelp
+        "export",
+        "write a Llama-layout model as a Hugging Face folder (config.json + model.safetensors)",
+        Pretrained.runExport,
+        Pretrained.exportHelp
         "demo",
         "the main job: train a LongNet at 8192 tokens and measure how it uses long context",
         ModelDemo.run,

@@ -1,6 +1,6 @@
 /// NumPy `.npy` files without Python: reads format versions 1.0, 2.0 and 3.0 and writes 1.0 (2.0 when
 /// the header needs more than 65535 bytes). Element types: little-endian float32 (`<f4`) and float64
-/// (`<f8`), C order. Every malformed, truncated or unsupported input is reported as an error that names
+/// (`<f8`), and int64 (`<i8`, token ids), C order. Every malformed, truncated or unsupported input is reported as an error that names
 /// the problem; a file with bytes after its data is rejected (a shape/size mismatch is never ignored).
 /// Writes are atomic: a temporary file in the target's folder, then a rename over the target. Files are
 /// read and written whole in memory, so one array is limited to .NET's array size (about 2 GiB).
@@ -19,6 +19,8 @@ type NpyData =
     | Float32 of float32[]
     /// float64 elements (`<f8`).
     | Float64 of float[]
+    /// int64 elements (`<i8`): token ids.
+    | Int64 of int64[]
 
 /// An n-dimensional array as stored in a `.npy` file: its shape (rank 0 and zero-length axes allowed)
 /// and its elements in C order; the element count is the product of the shape (1 for rank 0).
@@ -42,12 +44,14 @@ let dataLength (data: NpyData) : int =
     match data with
     | Float32 a -> a.Length
     | Float64 a -> a.Length
+    | Int64 a -> a.Length
 
-/// The NumPy type descriptor (`<f4` or `<f8`) of `data`.
+/// The NumPy type descriptor (`<f4`, `<f8` or `<i8`) of `data`.
 let descr (data: NpyData) : string =
     match data with
     | Float32 _ -> "<f4"
     | Float64 _ -> "<f8"
+    | Int64 _ -> "<i8"
 
 /// The element count of a shape (product of the axes, 1 for rank 0), or None if an axis is negative
 /// or the product exceeds Int64.MaxValue.
@@ -78,7 +82,8 @@ let validate (array: NpyArray) : Result<unit, string> =
     else
         match array.Data with
         | Float32 null
-        | Float64 null -> Error "the array's data is null"
+        | Float64 null
+        | Int64 null -> Error "the array's data is null"
         | data ->
             match elementCount array.Shape with
             | None -> Error $"shape {shapeText array.Shape} has a negative axis or too many elements"
@@ -270,19 +275,22 @@ type private HeaderParser(text: string) =
 type private Dtype =
     | F4
     | F8
+    | I8
 
 let private itemSize (dtype: Dtype) =
     match dtype with
     | F4 -> 4
     | F8 -> 8
+    | I8 -> 8
 
 let private dtypeName (dtype: Dtype) =
     match dtype with
     | F4 -> "<f4"
     | F8 -> "<f8"
+    | I8 -> "<i8"
 
 let private parseDescr (value: PyValue) : Result<Dtype, string> =
-    let supported = "supported: '<f4' (float32) and '<f8' (float64)"
+    let supported = "supported: '<f4' (float32), '<f8' (float64) and '<i8' (int64)"
 
     match value with
     | PyString d ->
@@ -297,13 +305,15 @@ let private parseDescr (value: PyValue) : Result<Dtype, string> =
 
         match kind with
         | "f4"
-        | "f8" when big -> Error $"big-endian dtype '{d}' is not supported ({supported}); save it little-endian"
+        | "f8"
+        | "i8" when big -> Error $"big-endian dtype '{d}' is not supported ({supported}); save it little-endian"
         | "f4" when little -> Ok F4
         | "f8" when little -> Ok F8
+        | "i8" when little -> Ok I8
         | "O" -> Error $"object arrays (dtype '{d}') are not supported ({supported})"
         | _ -> Error $"unsupported dtype '{d}' ({supported})"
     | PyList _
-    | PyTuple _ -> Error "structured (record) dtypes are not supported; supported: '<f4' and '<f8'"
+    | PyTuple _ -> Error "structured (record) dtypes are not supported; supported: '<f4', '<f8' and '<i8'"
     | _ -> Error "the header's 'descr' is not a dtype string"
 
 let private parseShape (value: PyValue) : Result<int64[], string> =
@@ -364,6 +374,14 @@ let private decode (dtype: Dtype) (bytes: byte[]) (offset: int) (count: int) : N
             Float64(
                 Array.init count (fun i ->
                     BinaryPrimitives.ReadDoubleLittleEndian(ReadOnlySpan(bytes, offset + 8 * i, 8)))
+            )
+    | I8 ->
+        if BitConverter.IsLittleEndian then
+            Int64(MemoryMarshal.Cast<byte, int64>(span).ToArray())
+        else
+            Int64(
+                Array.init count (fun i ->
+                    BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(bytes, offset + 8 * i, 8)))
             )
 
 /// Parses the bytes of a `.npy` file (versions 1.0, 2.0, 3.0; `<f4`/`<f8`, C order, no trailing bytes).
@@ -480,7 +498,8 @@ let serialize (array: NpyArray) : byte[] =
     let itemBytes =
         match array.Data with
         | Float32 _ -> 4
-        | Float64 _ -> 8
+        | Float64 _
+        | Int64 _ -> 8
 
     let out = Array.zeroCreate<byte>(dataStart + count * itemBytes)
     magic.CopyTo(out, 0)
@@ -507,6 +526,12 @@ let serialize (array: NpyArray) : byte[] =
         else
             a
             |> Array.iteri (fun i x -> BinaryPrimitives.WriteDoubleLittleEndian(Span(out, dataStart + 8 * i, 8), x))
+    | Int64 a ->
+        if BitConverter.IsLittleEndian then
+            MemoryMarshal.AsBytes(ReadOnlySpan a).CopyTo(Span(out, dataStart, a.Length * 8))
+        else
+            a
+            |> Array.iteri (fun i x -> BinaryPrimitives.WriteInt64LittleEndian(Span(out, dataStart + 8 * i, 8), x))
 
     out
 
@@ -537,6 +562,7 @@ let toTensor (array: NpyArray) : torch.Tensor =
     match array.Data with
     | Float32 a -> torch.tensor (a, ReadOnlySpan<int64> array.Shape, dtype = torch.float32)
     | Float64 a -> torch.tensor (a, ReadOnlySpan<int64> array.Shape, dtype = torch.float64)
+    | Int64 a -> torch.tensor (a, ReadOnlySpan<int64> array.Shape, dtype = torch.int64)
 
 /// The shape and elements (C order, copied to the CPU) of a float32 or float64 tensor of any device and
 /// layout; raises ArgumentException naming `tensor` for other dtypes.
@@ -548,11 +574,12 @@ let ofTensor (tensor: torch.Tensor) : NpyArray =
 
     match tensor.dtype with
     | torch.ScalarType.Float32
-    | torch.ScalarType.Float64 -> ()
+    | torch.ScalarType.Float64
+    | torch.ScalarType.Int64 -> ()
     | other ->
         invalidArg
             (nameof tensor)
-            $"only float32 and float64 tensors can be stored as .npy (allowed dtypes: Float32, Float64), got {other}."
+            $"only float32, float64 and int64 tensors can be stored as .npy (allowed dtypes: Float32, Float64, Int64), got {other}."
 
     use _scope = torch.NewDisposeScope()
     let c = tensor.detach().cpu().contiguous()
@@ -567,6 +594,13 @@ let ofTensor (tensor: torch.Tensor) : NpyArray =
                     [||]
                 else
                     MemoryMarshal.Cast<byte, float32>(c.bytes).ToArray()
+            )
+        | torch.ScalarType.Int64 ->
+            Int64(
+                if count = 0 then
+                    [||]
+                else
+                    MemoryMarshal.Cast<byte, int64>(c.bytes).ToArray()
             )
         | _ ->
             Float64(

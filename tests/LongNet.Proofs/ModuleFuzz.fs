@@ -148,6 +148,7 @@ let private settingsOf (c: LayerCase) : AttentionSettings =
         Bias = c.Bias
         LayerNormEpsilon = 1e-5
         SmearedKeys = false
+        KvHeads = c.Heads
     }
 
 /// The parameters the settings' error may name (empty: the settings are valid).

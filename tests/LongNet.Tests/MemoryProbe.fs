@@ -83,6 +83,7 @@ let attentionLayer () : MultiheadDilatedAttention =
             Bias = true
             LayerNormEpsilon = 1e-5
             SmearedKeys = false
+            KvHeads = 4
         }
     )
 

@@ -41,6 +41,7 @@ let private attentionSettings position causal =
         Bias = true
         LayerNormEpsilon = 1e-5
         SmearedKeys = false
+        KvHeads = 3
     }
 
 let private maxDiff (a: torch.Tensor) (b: torch.Tensor) =

@@ -184,7 +184,8 @@ let ``reference vectors parse with the shapes listed in cases.json`` () =
             | Float64 xs ->
                 Assert.True(xs |> Array.forall Double.IsFinite, $"{id}/{role}: non-finite values")
                 Assert.True(xs.Length > 0, $"{id}/{role}: no data")
-            | Float32 _ -> failwith $"{id}/{role}: expected float64 data"
+            | Float32 _
+            | Int64 _ -> failwith $"{id}/{role}: expected float64 data"
 
 [<Fact>]
 let ``every npy file in the reference folder is listed in cases.json`` () =
@@ -237,7 +238,8 @@ let ``headers are padded to a multiple of 64 bytes and the file is exactly heade
         let itemSize =
             match array.Data with
             | Float32 _ -> 4
-            | Float64 _ -> 8
+            | Float64 _
+            | Int64 _ -> 8
 
         bytes.[6] = 1uy
         && bytes.[7] = 0uy
@@ -286,7 +288,8 @@ let ``version 2.0 and 3.0 headers are read`` () =
 
             match array.Data with
             | Float64 xs -> Assert.Equal<int64[]>(bits64 data, bits64 xs)
-            | Float32 _ -> failwith "expected float64"
+            | Float32 _
+            | Int64 _ -> failwith "expected float64"
         | Error e -> failwith $"version {major}: {e}"
 
 [<Fact>]
@@ -648,12 +651,31 @@ let ``toTensor copies the data and handles rank 0 and empty arrays`` () =
         Assert.True(identical array (ofTensor t))
 
 [<Fact>]
-let ``ofTensor rejects bfloat16 and integer tensors naming the tensor parameter`` () =
+let ``ofTensor rejects bfloat16, float16 and int32 tensors naming the tensor parameter`` () =
     loaded.Force()
 
-    for dtype in [ torch.bfloat16; torch.int64; torch.float16 ] do
+    for dtype in [ torch.bfloat16; torch.int32; torch.float16 ] do
         use t = torch.ones ([| 2L |], dtype = dtype)
         let e = Assert.Throws<ArgumentException>(fun () -> ofTensor t |> ignore)
         Assert.Equal("tensor", e.ParamName)
         Assert.Contains("Float32", e.Message)
         Assert.Contains("Float64", e.Message)
+        Assert.Contains("Int64", e.Message)
+
+[<Fact>]
+let ``int64 token ids round-trip through npy and read as '<i8' by the header`` () =
+    loaded.Force()
+
+    use ids =
+        torch.tensor([| 0L; 1L; -5L; Int64.MaxValue; 4096L; 7L |], dtype = torch.int64).view(2L, 3L)
+
+    let bytes = serialize (ofTensor ids)
+    let header = Text.Encoding.Latin1.GetString(bytes, 10, 60)
+    Assert.Contains("'descr': '<i8'", header)
+
+    match parse bytes with
+    | Error e -> failwith e
+    | Ok array ->
+        use back = toTensor array
+        Assert.Equal(torch.ScalarType.Int64, back.dtype)
+        Assert.True(back.eq(ids: torch.Tensor).all().item<bool>())

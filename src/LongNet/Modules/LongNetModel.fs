@@ -17,12 +17,12 @@ type LongNetBlock(name: string, config: ModelConfig, dilated: DilatedConfig) as 
     inherit Module<torch.Tensor, torch.Tensor>(name)
 
     let e = int64 config.EmbedDim
-    let attentionNorm = LayerNorm([| e |], config.LayerNormEpsilon)
+    let attentionNorm = NormKind.create config.Norm e config.LayerNormEpsilon
 
     let attention =
         new MultiheadDilatedAttention("self_attn", ModelConfig.attention config dilated)
 
-    let feedForwardNorm = LayerNorm([| e |], config.LayerNormEpsilon)
+    let feedForwardNorm = NormKind.create config.Norm e config.LayerNormEpsilon
 
     let feedForward =
         new FeedForward(
@@ -126,7 +126,7 @@ type LongNetModel(config: ModelConfig) as this =
     let blocks =
         ModuleList<LongNetBlock>(Array.init config.Layers (fun i -> new LongNetBlock($"layers.{i}", config, dilated)))
 
-    let finalNorm = LayerNorm([| e |], config.LayerNormEpsilon)
+    let finalNorm = NormKind.create config.Norm e config.LayerNormEpsilon
 
     let head =
         if config.TiedEmbeddings then

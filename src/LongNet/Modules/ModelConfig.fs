@@ -56,6 +56,11 @@ type ModelConfig =
         /// Smeared keys (each key mixed with the previous position's by a learnt gate per head), so one
         /// attention layer can copy what followed an earlier occurrence of the current token.
         SmearedKeys: bool
+        /// LayerNorm (default) or RMSNorm before attention, before the feed-forward network and at the end.
+        Norm: NormKind
+        /// Key/value heads for grouped-query attention (each shared by heads / kvHeads query heads);
+        /// `None`: one per query head.
+        KvHeads: int option
     }
 
 /// Defaults, validation and JSON of `ModelConfig`.
@@ -82,6 +87,8 @@ module ModelConfig =
             LayerNormEpsilon = 1e-5
             MaxPositions = 1 <<< 20
             SmearedKeys = false
+            Norm = LayerNormalization
+            KvHeads = None
         }
 
     /// The select-and-merge options written for a model that does not use them (and read when absent).
@@ -195,6 +202,7 @@ module ModelConfig =
             Bias = c.Bias
             LayerNormEpsilon = c.LayerNormEpsilon
             SmearedKeys = c.SmearedKeys
+            KvHeads = c.KvHeads |> Option.defaultValue c.Heads
         }
 
     /// Checks every field; the error names the first offending one (as in the JSON file).
@@ -455,6 +463,8 @@ module ModelConfig =
         set "layerNormEpsilon" (float c.LayerNormEpsilon)
         set "maxPositions" (int c.MaxPositions)
         set "smearedKeys" (bool c.SmearedKeys)
+        set "norm" (text (NormKind.name c.Norm))
+        set "kvHeads" (int (c.KvHeads |> Option.defaultValue c.Heads))
         o
 
     /// The names of the JSON fields.
@@ -485,6 +495,8 @@ module ModelConfig =
             "layerNormEpsilon"
             "maxPositions"
             "smearedKeys"
+            "norm"
+            "kvHeads"
         ]
 
     /// The older JSON form of the groups: parallel lists of segment lengths and dilation rates.
@@ -615,6 +627,22 @@ module ModelConfig =
                         qualifiedPosition
                         $"{qualifiedPosition} must be \"none\", \"rope\", \"xpos\" or \"distance-bias\", got \"{other}\"."
 
+            let norm =
+                let text = r.String("norm", NormKind.name fallback.Norm)
+
+                match NormKind.tryParse text with
+                | Some kind -> kind
+                | None ->
+                    let field = qualified "norm"
+                    JsonFields.fail field $"{field} must be \"layernorm\" or \"rmsnorm\", got \"{text}\"."
+
+            // one key/value head per query head is written as `heads` and read back as "none given"
+            let kvHeads =
+                let heads = r.Int("heads", fallback.Heads, 1, 4096)
+                let fallbackKv = fallback.KvHeads |> Option.defaultValue heads
+                let k = r.Int("kvHeads", fallbackKv, 1, 4096)
+                if k = heads then None else Some k
+
             let feedForward =
                 let text = r.String("feedForward", FeedForwardKind.name fallback.FeedForward)
 
@@ -683,6 +711,8 @@ module ModelConfig =
                     r.Float("layerNormEpsilon", fallback.LayerNormEpsilon, (fun x -> x > 0.0 && x < 1.0), "in (0, 1)")
                 MaxPositions = r.Int("maxPositions", fallback.MaxPositions, 1, big)
                 SmearedKeys = r.Bool("smearedKeys", fallback.SmearedKeys)
+                Norm = norm
+                KvHeads = kvHeads
             })
         |> Result.bind (fun c ->
             validate c

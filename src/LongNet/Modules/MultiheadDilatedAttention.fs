@@ -73,6 +73,9 @@ type AttentionSettings =
         /// with a learnt gate g per head (before the position encoding) — one layer can then match "the
         /// token before this key" (an induction head) without a previous-token head below it.
         SmearedKeys: bool
+        /// Key/value heads (grouped-query attention): a divisor of `Heads`; query head j reads key/value
+        /// head j / (Heads / KvHeads). Equal to `Heads` for ordinary multi-head attention.
+        KvHeads: int
     }
 
 /// Validation of `AttentionSettings`.
@@ -87,6 +90,8 @@ module AttentionSettings =
             error "heads" $"heads must be ≥ 1, got {s.Heads}."
         elif s.Embed % s.Heads <> 0 then
             error "heads" $"embedDim ({s.Embed}) must be a multiple of heads ({s.Heads})."
+        elif s.KvHeads < 1 || s.KvHeads > s.Heads || s.Heads % s.KvHeads <> 0 then
+            error "kvHeads" $"kvHeads must be a divisor of heads ({s.Heads}), got {s.KvHeads}."
         elif not (s.Dropout >= 0.0 && s.Dropout < 1.0) then
             error "dropout" $"dropout must be in [0, 1), got {s.Dropout}."
         else
@@ -147,9 +152,12 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     let e = int64 settings.Embed
     let h = int64 settings.Heads
     let d = e / h
+    let kvHeads = int64 settings.KvHeads
+    // the width of the key and value projections: kvHeads · d
+    let kvE = kvHeads * d
     let query = Linear(e, e, hasBias = settings.Bias)
-    let key = Linear(e, e, hasBias = settings.Bias)
-    let value = Linear(e, e, hasBias = settings.Bias)
+    let key = Linear(e, kvE, hasBias = settings.Bias)
+    let value = Linear(e, kvE, hasBias = settings.Bias)
     let output = Linear(e, e, hasBias = settings.Bias)
     let dropout = Dropout(settings.Dropout)
 
@@ -180,7 +188,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
     do
         if settings.SmearedKeys then
             // owned by the module, not by a dispose scope the module happens to be built in
-            let gates = Parameter(torch.zeros [| h |])
+            let gates = Parameter(torch.zeros [| kvHeads |])
             gates.DetachFromDisposeScope() |> ignore
             this.register_parameter ("k_smear", gates)
 
@@ -193,7 +201,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             use scope = torch.NewDisposeScope()
             // looked up by name: moving the module to another dtype or device replaces the parameter
             let logits = this.get_parameter "k_smear"
-            let gate = torch.sigmoid(logits).repeat_interleave(d).view(1L, 1L, e)
+            let gate = torch.sigmoid(logits).repeat_interleave(d).view(1L, 1L, kvE)
             let n = k.shape.[1]
 
             let before =
@@ -276,6 +284,15 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         // [b, n, e] → [b, h, n, d]
         x.view(x.shape.[0], x.shape.[1], h, d).transpose(1L, 2L)
 
+    // [b, n, kvHeads·d] → [b, h, n, d]: each key/value head repeated for the query heads that share it
+    let splitKeyValueHeads (x: torch.Tensor) =
+        let heads = x.view(x.shape.[0], x.shape.[1], kvHeads, d).transpose(1L, 2L)
+
+        if kvHeads = h then
+            heads
+        else
+            heads.repeat_interleave (h / kvHeads, 1L)
+
     let finish (attended: torch.Tensor) =
         // [b, h, n, d] → [b, n, e] → sub-LN → out projection → dropout
         let b, n = attended.shape.[0], attended.shape.[2]
@@ -315,9 +332,9 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         let rawKeys = key.forward x
 
         let q, k =
-            Rope.apply (rotates positions) (splitHeads (query.forward x)) (splitHeads (smear None rawKeys))
+            Rope.apply (rotates positions) (splitHeads (query.forward x)) (splitKeyValueHeads (smear None rawKeys))
 
-        let v = splitHeads (value.forward x)
+        let v = splitKeyValueHeads (value.forward x)
 
         match cache with
         | Some _ when not m.SupportsCache ->
@@ -347,9 +364,9 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         use scope = torch.NewDisposeScope()
 
         let q, k =
-            Rope.apply tables (splitHeads (query.forward x)) (splitHeads (key.forward x))
+            Rope.apply tables (splitHeads (query.forward x)) (splitKeyValueHeads (key.forward x))
 
-        let v = splitHeads (value.forward x)
+        let v = splitKeyValueHeads (value.forward x)
         let attended = slice.Attend(dilated, q, k, v)
         (finish attended).MoveToOuterDisposeScope()
 
@@ -377,9 +394,9 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             Rope.apply
                 (rotates positions)
                 (splitHeads (query.forward queryInput))
-                (splitHeads (smear None (key.forward keyInput)))
+                (splitKeyValueHeads (smear None (key.forward keyInput)))
 
-        let v = splitHeads (value.forward valueInput)
+        let v = splitKeyValueHeads (value.forward valueInput)
         let attended = attend (ownRotation positions) q k v
         (finish attended).MoveToOuterDisposeScope()
 
@@ -418,9 +435,10 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             | Some previous -> smear (Some previous) rawKey
             | None -> smear None rawKey
 
-        let q, k = Rope.apply tables (splitHeads (query.forward x)) (splitHeads smeared)
+        let q, k =
+            Rope.apply tables (splitHeads (query.forward x)) (splitKeyValueHeads smeared)
 
-        let v = splitHeads (value.forward x)
+        let v = splitKeyValueHeads (value.forward x)
 
         if settings.SmearedKeys then
             cache.SetPreviousKey rawKey
