@@ -37,6 +37,44 @@ public sealed class LongNetModel : IDisposable
     /// <returns>A new <see cref="LongNetModelBuilder"/>.</returns>
     public static LongNetModelBuilder Create() => new();
 
+    /// <summary>Imports a Hugging Face Llama or Mistral folder (config.json with model.safetensors, or an index and its shards; float32, float16 or bfloat16) as a model with dense attention that computes what the original does, in eval mode. The folder's tokenizer is not read: <see cref="Tokenizer"/> is null, so give token ids.</summary>
+    /// <param name="folder">The Hugging Face folder.</param>
+    /// <returns>The model; dispose it when done.</returns>
+    /// <exception cref="ArgumentException"><paramref name="folder"/> is null or empty.</exception>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="InvalidDataException">The folder is not a supported checkpoint (the message names the file and the field or tensor).</exception>
+    public static LongNetModel FromPretrained(string folder)
+    {
+        Checks.NotBlank(folder, nameof(folder));
+        if (!Directory.Exists(folder))
+        {
+            throw new DirectoryNotFoundException($"folder '{folder}' does not exist.");
+        }
+
+        var loaded = global::LongNet.Interop.HuggingFace.load(folder, Microsoft.FSharp.Core.FuncConvert.FromFunc<global::LongNet.Modules.ModelConfig, global::LongNet.Modules.ModelConfig>(c => c));
+        if (loaded.IsError)
+        {
+            throw new InvalidDataException(loaded.ErrorValue);
+        }
+
+        return new LongNetModel(loaded.ResultValue.Item1, null);
+    }
+
+    /// <summary>Writes this model as a Hugging Face folder (config.json as <c>LlamaForCausalLM</c> and model.safetensors with Hugging Face names) that Python tools load unchanged; the model must have the Llama layout (RMSNorm, SwiGLU, RoPE, no biases), as imported ones do.</summary>
+    /// <param name="folder">The folder to write (created if missing; each file written atomically).</param>
+    /// <param name="dtype">The stored dtype: float32 (default), float16 or bfloat16.</param>
+    /// <exception cref="ArgumentException"><paramref name="folder"/> is null or empty, or the model or dtype cannot be written.</exception>
+    public void SavePretrained(string folder, ScalarType dtype = ScalarType.Float32)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        Checks.NotBlank(folder, nameof(folder));
+        var saved = global::LongNet.Interop.HuggingFace.save(Inner, folder, dtype);
+        if (saved.IsError)
+        {
+            throw new ArgumentException(saved.ErrorValue, nameof(folder));
+        }
+    }
+
     /// <summary>Loads the model and tokenizer stored in a checkpoint (written by a <see cref="Trainer"/> or <c>longnet train</c>), in eval mode.</summary>
     /// <param name="checkpointPath">The checkpoint file.</param>
     /// <returns>The model, with its <see cref="Tokenizer"/>; dispose it when done.</returns>

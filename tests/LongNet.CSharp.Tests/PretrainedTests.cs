@@ -1,0 +1,61 @@
+using System;
+using System.IO;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace LongNet.CSharp.Tests;
+
+/// <summary>Hugging Face folders from C#: a Llama-layout model saved with SavePretrained imports with FromPretrained and gives the same logits; bad folders are refused.</summary>
+public sealed class PretrainedTests
+{
+    public PretrainedTests() => LongNetRuntime.EnsureLoaded();
+
+    [Fact]
+    public void SavePretrained_then_FromPretrained_gives_the_same_logits()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), $"longnet-cs-pretrained-{Guid.NewGuid():N}");
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var model = LongNetModel.Create().Vocabulary(29).Embedding(16).Layers(2).Heads(4).KeyValueHeads(2)
+                .FeedForward(24, FeedForwardKind.SwiGlu).RmsNorm().DenseAttention().TiedEmbeddings(false).Seed(3).Build();
+            model.SavePretrained(folder);
+            Assert.True(File.Exists(Path.Combine(folder, "config.json")));
+            Assert.True(File.Exists(Path.Combine(folder, "model.safetensors")));
+
+            using var imported = LongNetModel.FromPretrained(folder);
+            Assert.Null(imported.Tokenizer);
+            var ids = randint(29, [2, 11]);
+            using var noGrad = no_grad();
+            var difference = (model.Forward(ids) - imported.Forward(ids)).abs().max().item<float>();
+            Assert.True(difference < 1e-5f, $"logits differ by {difference}");
+        }
+        finally
+        {
+            if (Directory.Exists(folder))
+            {
+                Directory.Delete(folder, true);
+            }
+        }
+    }
+
+    [Fact]
+    public void Bad_folders_and_layouts_are_refused()
+    {
+        Assert.Throws<ArgumentException>(() => LongNetModel.FromPretrained(""));
+        Assert.Throws<DirectoryNotFoundException>(() => LongNetModel.FromPretrained(Path.Combine(Path.GetTempPath(), $"missing-{Guid.NewGuid():N}")));
+        var folder = Directory.CreateTempSubdirectory("longnet-cs-empty").FullName;
+        try
+        {
+            Assert.Throws<InvalidDataException>(() => LongNetModel.FromPretrained(folder));
+            using var layerNormModel = LongNetModel.Create().Vocabulary(29).Embedding(16).Layers(1).Heads(4).Build();
+            var e = Assert.Throws<ArgumentException>(() => layerNormModel.SavePretrained(folder));
+            Assert.Contains("norm", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(folder, true);
+        }
+    }
+}
