@@ -63,15 +63,25 @@ public sealed class LongNetModel : IDisposable
     /// <summary>Writes this model as a Hugging Face folder (config.json as <c>LlamaForCausalLM</c> and model.safetensors with Hugging Face names) that Python tools load unchanged; the model must have the Llama layout (RMSNorm, SwiGLU, RoPE, no biases), as imported ones do.</summary>
     /// <param name="folder">The folder to write (created if missing; each file written atomically).</param>
     /// <param name="dtype">The stored dtype: float32 (default), float16 or bfloat16.</param>
-    /// <exception cref="ArgumentException"><paramref name="folder"/> is null or empty, or the model or dtype cannot be written.</exception>
+    /// <exception cref="ArgumentException"><paramref name="folder"/> is null or empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="dtype"/> is not float32, float16 or bfloat16.</exception>
+    /// <exception cref="InvalidOperationException">The model does not have the Llama layout (the message names the setting).</exception>
+    /// <exception cref="IOException">The folder or a file cannot be written.</exception>
     public void SavePretrained(string folder, ScalarType dtype = ScalarType.Float32)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         Checks.NotBlank(folder, nameof(folder));
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+        {
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "dtype must be Float32, Float16 or BFloat16.");
+        }
+
         var saved = global::LongNet.Interop.HuggingFace.save(Inner, folder, dtype);
         if (saved.IsError)
         {
-            throw new ArgumentException(saved.ErrorValue, nameof(folder));
+            throw saved.ErrorValue.StartsWith("model.", StringComparison.Ordinal)
+                ? new InvalidOperationException(saved.ErrorValue)
+                : new IOException(saved.ErrorValue);
         }
     }
 

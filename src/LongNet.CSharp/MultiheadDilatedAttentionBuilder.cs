@@ -56,7 +56,7 @@ public sealed class MultiheadDilatedAttentionBuilder
     }
 
     /// <summary>The relative positions applied to queries and keys (default: <see cref="PositionEncoding.None"/>); rotary ones need an even head width.</summary>
-    /// <param name="position">None, Rope or XPos.</param>
+    /// <param name="position">None, Rope, XPos or DistanceBias (logarithmic, slopes 2 … 1/16 over the heads).</param>
     /// <returns>A builder with this setting.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="position"/> is not a defined value.</exception>
     public MultiheadDilatedAttentionBuilder Position(PositionEncoding position) =>

@@ -21,8 +21,13 @@ Runs a model on token ids. PATH is a LongNet checkpoint or a Hugging Face folder
 Mistral model (config.json with model.safetensors, or model.safetensors.index.json and its shards;
 float32, float16 or bfloat16 tensors). IDS.npy holds int64 token ids [batch, seq]; LOGITS.npy gets
 float32 logits [batch, seq, vocab]. Hugging Face models are imported with dense attention, computing
-what the original computes; --attention changes the attention of every block:
-{ModelOptions.help}
+what the original computes. The model's own attention is used unless:
+  --attention KIND  dilated, dense or select-merge for every block (dilated uses the model's groups)
+  --block-size B    select-merge: rows per block (default 64)
+  --top-k K         select-merge: key blocks kept per query block besides its own (default 4)
+  --merge-factor M  select-merge: adjacent query blocks sharing one selection (default 1)
+  --no-sink         select-merge: do not always keep block 0
+  --original-positions  select-merge: rotate at original positions (default: renumbered after selection)
 
 Exit codes: 0 done, 2 bad command line or input, 1 failure."""
 

@@ -6,7 +6,7 @@ module LongNet.BiasTables
 open TorchSharp
 
 /// The dtype an additive mask takes for inputs of `dtype`: the inputs' own for float32 and float64,
-/// else float32 (the fused kernels accept both).
+/// else float32 (the CPU fused kernels accept both).
 let maskDtype (dtype: torch.ScalarType) : torch.ScalarType =
     if dtype = torch.ScalarType.Float64 then
         torch.ScalarType.Float64
@@ -27,7 +27,7 @@ let private slopesOf (bias: DistanceBias) (heads: int64[]) : torch.Tensor =
     |> Array.map (fun h ->
         if h < 0L || h >= int64 all.Length then
             invalidArg
-                "bias"
+                "config"
                 $"the distance bias has {all.Length} slopes, but head {h} attends; give one slope per head."
         else
             all.[int h])
@@ -56,14 +56,24 @@ let private build
     table.MoveToOuterDisposeScope()
 
 // Tables are reused across layers, steps and calls (one per block family): building one costs
-// several passes over rows² entries per head, as much as a small attention call.
+// several passes over rows² entries per head, as much as a small attention call. Callers get an
+// alias (their own handle on the shared storage), so evicting a table never frees one in use.
 let private cache = System.Collections.Generic.Dictionary<string, torch.Tensor>()
 let private cacheLimitBytes = 1L <<< 30
 let mutable private cachedBytes = 0L
 
+/// Frees every cached table (tables handed out stay valid until their holders dispose them).
+let clear () =
+    lock cache (fun () ->
+        for KeyValue(_, t) in cache do
+            t.Dispose()
+
+        cache.Clear()
+        cachedBytes <- 0L)
+
 /// The bias of blocks whose rows lie `rate` positions apart, for `heads` (their indices):
 /// `[heads, 1, rows, rows]`, entry (a, b) = −slope · f(rate·|a − b|), in `maskDtype dtype` on `device`.
-/// The table is shared (cached): callers must not modify or dispose it.
+/// Tables up to a quarter of the cache's 1 GiB are cached; the caller owns (disposes) the handle it gets.
 let blocks
     (bias: DistanceBias)
     (heads: int64[])
@@ -86,22 +96,25 @@ let blocks
 
     lock cache (fun () ->
         match cache.TryGetValue key with
-        | true, table -> table
+        | true, table -> table.alias ()
         | _ ->
             let table = build bias heads rows rate dtype device
             let bytes = table.NumberOfElements * table.ElementSize
 
-            if cachedBytes + bytes > cacheLimitBytes then
-                for KeyValue(_, t) in cache do
-                    t.Dispose()
+            if bytes > cacheLimitBytes / 4L then
+                table
+            else
+                if cachedBytes + bytes > cacheLimitBytes then
+                    for KeyValue(_, t) in cache do
+                        t.Dispose()
 
-                cache.Clear()
-                cachedBytes <- 0L
+                    cache.Clear()
+                    cachedBytes <- 0L
 
-            table.DetachFromDisposeScope() |> ignore
-            cache.[key] <- table
-            cachedBytes <- cachedBytes + bytes
-            table)
+                let kept = table.alias().DetachFromDisposeScope()
+                cache.[key] <- kept
+                cachedBytes <- cachedBytes + bytes
+                table)
 
 /// The bias of one decoding step: `distances` `[h, slots]` (int64, query position − key position)
 /// → `[1, h, 1, slots]` in `maskDtype dtype` on the distances' device.

@@ -190,12 +190,6 @@ module DistanceBias =
                     Message = $"biasForm must be \"linear\" or \"log\", got \"{text}\"."
                 }
 
-    /// The bias a head with `slope` adds at distance `distance` ≥ 0.
-    let value (form: BiasForm) (slope: float) (distance: float) : float =
-        match form with
-        | LinearBias -> -slope * distance
-        | LogarithmicBias -> -slope * Math.Log(1.0 + distance)
-
     /// `heads` slopes from `maxSlope` (head 0) down to `minSlope` (the last head), geometrically spaced,
     /// with 0 < minSlope ≤ maxSlope.
     let geometricSlopes (heads: int) (maxSlope: float) (minSlope: float) : Result<float list, ConfigError> =

@@ -59,6 +59,14 @@ let forwardUsing
     =
     Native.ensureLoaded () |> ignore
     Inputs.validateQkv checkInputs q k v
+
+    match config.Bias with
+    | Some bias ->
+        match DistanceBias.validate (Some(int q.shape.[1])) bias with
+        | Error e -> invalidArg "config" e.Message
+        | Ok _ -> ()
+    | None -> ()
+
     use scope = torch.NewDisposeScope()
 
     let out, lse =
@@ -71,9 +79,18 @@ let forwardUsing
     scope.MoveToOuter(out, lse) |> ignore
     out, lse
 
-/// Dilated attention with its global log-sum-exp on the default kernel (see `forwardUsing`).
+/// The kernel for these inputs and configuration: fused where libtorch has it, except for a distance
+/// bias on CUDA, whose memory-efficient kernel wants a full-size, aligned bias of the query's dtype
+/// (not yet validated on a GPU): the explicit path computes it exactly there.
+let kernelFor (config: DilatedConfig) (q: torch.Tensor) : Kernel =
+    if config.Bias.IsSome && q.device_type = DeviceType.CUDA then
+        Explicit
+    else
+        defaultKernel q
+
+/// Dilated attention with its global log-sum-exp on the default kernel (see `forwardUsing`, `kernelFor`).
 let forwardWithLse (checkInputs: bool) (config: DilatedConfig) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) =
-    forwardUsing (defaultKernel q) checkInputs config q k v
+    forwardUsing (kernelFor config q) checkInputs config q k v
 
 /// Dilated attention: `[b, h, n, d]` q, k, v → `[b, h, n, d]`. Differentiable (true gradient through the mixing).
 let forward (config: DilatedConfig) (q: torch.Tensor) (k: torch.Tensor) (v: torch.Tensor) : torch.Tensor =

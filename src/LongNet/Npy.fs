@@ -384,7 +384,7 @@ let private decode (dtype: Dtype) (bytes: byte[]) (offset: int) (count: int) : N
                     BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(bytes, offset + 8 * i, 8)))
             )
 
-/// Parses the bytes of a `.npy` file (versions 1.0, 2.0, 3.0; `<f4`/`<f8`, C order, no trailing bytes).
+/// Parses the bytes of a `.npy` file (versions 1.0, 2.0, 3.0; `<f4`/`<f8`/`<i8`, C order, no trailing bytes).
 let parse (bytes: byte[]) : Result<NpyArray, string> =
     if isNull bytes || bytes.Length = 0 then
         Error "the file is empty"
@@ -536,7 +536,7 @@ let serialize (array: NpyArray) : byte[] =
     out
 
 /// Reads a `.npy` file; raises InvalidDataException naming the file and the problem if it is malformed,
-/// truncated or of an unsupported kind (big-endian, Fortran order, dtype other than `<f4`/`<f8`).
+/// truncated or of an unsupported kind (big-endian, Fortran order, dtype other than `<f4`/`<f8`/`<i8`).
 let read (path: string) : NpyArray =
     match parse (File.ReadAllBytes path) with
     | Ok array -> array
@@ -551,7 +551,7 @@ let write (path: string) (array: NpyArray) : unit =
 // ---------------------------------------------------------------------------------------------
 // Tensor bridge.
 
-/// A CPU tensor of the array's dtype (float32 or float64) and shape, holding a copy of its elements.
+/// A CPU tensor of the array's dtype (float32, float64 or int64) and shape, holding a copy of its elements.
 let toTensor (array: NpyArray) : torch.Tensor =
     match validate array with
     | Error e -> invalidArg (nameof array) $"cannot convert the array to a tensor: {e}."
@@ -564,7 +564,7 @@ let toTensor (array: NpyArray) : torch.Tensor =
     | Float64 a -> torch.tensor (a, ReadOnlySpan<int64> array.Shape, dtype = torch.float64)
     | Int64 a -> torch.tensor (a, ReadOnlySpan<int64> array.Shape, dtype = torch.int64)
 
-/// The shape and elements (C order, copied to the CPU) of a float32 or float64 tensor of any device and
+/// The shape and elements (C order, copied to the CPU) of a float32, float64 or int64 tensor of any device and
 /// layout; raises ArgumentException naming `tensor` for other dtypes.
 let ofTensor (tensor: torch.Tensor) : NpyArray =
     if isNull tensor then
@@ -615,5 +615,5 @@ let ofTensor (tensor: torch.Tensor) : NpyArray =
 /// Reads a `.npy` file as a CPU tensor of its dtype and shape (see read and toTensor).
 let readTensor (path: string) : torch.Tensor = read path |> toTensor
 
-/// Writes a float32 or float64 tensor as a `.npy` file, atomically (see ofTensor and write).
+/// Writes a float32, float64 or int64 tensor as a `.npy` file, atomically (see ofTensor and write).
 let writeTensor (path: string) (tensor: torch.Tensor) : unit = ofTensor tensor |> write path

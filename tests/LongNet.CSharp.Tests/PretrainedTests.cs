@@ -50,8 +50,9 @@ public sealed class PretrainedTests
         {
             Assert.Throws<InvalidDataException>(() => LongNetModel.FromPretrained(folder));
             using var layerNormModel = LongNetModel.Create().Vocabulary(29).Embedding(16).Layers(1).Heads(4).Build();
-            var e = Assert.Throws<ArgumentException>(() => layerNormModel.SavePretrained(folder));
+            var e = Assert.Throws<InvalidOperationException>(() => layerNormModel.SavePretrained(folder));
             Assert.Contains("norm", e.Message, StringComparison.Ordinal);
+            Assert.Throws<ArgumentOutOfRangeException>(() => layerNormModel.SavePretrained(folder, ScalarType.Float64));
         }
         finally
         {

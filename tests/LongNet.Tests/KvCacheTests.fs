@@ -32,6 +32,10 @@ type CacheCase =
         Offsets: HeadOffsets
         SubLayerNorm: bool
         SmearedKeys: bool
+        /// Key/value heads (a divisor of Heads: grouped-query attention when fewer).
+        KvHeads: int
+        /// LayerNorm or RMSNorm in the blocks.
+        Norm: NormKind
         Batch: int
         Length: int
         Prefill: int
@@ -42,7 +46,7 @@ type CacheCase =
         let groups = c.Groups |> List.map (fun (w, r) -> $"({w},{r})") |> String.concat " "
 
         $"groups=[{groups}] h={c.Heads} d={c.HeadDim} layers={c.Layers} {c.FeedForward} {c.Position} {c.Offsets} "
-        + $"subLN={c.SubLayerNorm} smear={c.SmearedKeys} b={c.Batch} n={c.Length} prefill={c.Prefill} seed={c.Seed}"
+        + $"subLN={c.SubLayerNorm} smear={c.SmearedKeys} kv={c.KvHeads} {c.Norm} b={c.Batch} n={c.Length} prefill={c.Prefill} seed={c.Seed}"
 
     override c.ToString() = c.Display
 
@@ -60,6 +64,8 @@ let configOf (c: CacheCase) : ModelConfig =
         Position = c.Position
         SubLayerNorm = c.SubLayerNorm
         SmearedKeys = c.SmearedKeys
+        KvHeads = Some c.KvHeads
+        Norm = c.Norm
         MaxPositions = 2000
     }
 
@@ -98,6 +104,8 @@ let private caseGen =
         let! offsets = Gen.elements [ Paper; Blocks ]
         let! subLn = Gen.elements [ false; true ]
         let! smear = Gen.elements [ false; true ]
+        let! kvHeads = Gen.elements ([ 1..heads ] |> List.filter (fun k -> heads % k = 0))
+        let! norm = Gen.elements [ LayerNormalization; RmsNormalization ]
         let! batch = Gen.choose (1, 2)
         let! length = Gen.choose (1, 4 * largest + 5)
         let! prefill = Gen.choose (1, length)
@@ -114,6 +122,8 @@ let private caseGen =
                 Offsets = offsets
                 SubLayerNorm = subLn
                 SmearedKeys = smear
+                KvHeads = kvHeads
+                Norm = norm
                 Batch = batch
                 Length = length
                 Prefill = prefill
@@ -183,6 +193,8 @@ let ``decoding 1000 positions with segments up to 64 stays exact and bounded`` (
             Offsets = Paper
             SubLayerNorm = false
             SmearedKeys = true
+            KvHeads = 2
+            Norm = RmsNormalization
             Batch = 1
             Length = 1000
             Prefill = 3

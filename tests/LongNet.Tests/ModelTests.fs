@@ -436,9 +436,11 @@ let ``model configurations round-trip through JSON`` () =
     | Error e -> failwith e.Message
 
 [<Fact>]
-let ``a distance-biased configuration round-trips through JSON`` () =
+let ``a distance-biased, RMSNorm, grouped-query configuration round-trips through JSON`` () =
     let c =
         { small Decoder with
+            Norm = RmsNormalization
+            KvHeads = Some 1
             Position =
                 DistanceBiased
                     {

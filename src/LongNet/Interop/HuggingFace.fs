@@ -94,7 +94,11 @@ let readConfig (folder: string) : PretrainedConfig =
 
     let architecture =
         match node "architectures" with
-        | Some(:? JsonArray as a) when a.Count > 0 -> a.[0].GetValue<string>()
+        | Some(:? JsonArray as a) when a.Count > 0 ->
+            try
+                a.[0].GetValue<string>()
+            with _ ->
+                fail path $"'architectures' must hold strings, got {a.ToJsonString()}"
         | _ ->
             match text "model_type" with
             | Some "llama" -> "LlamaForCausalLM"
@@ -113,10 +117,15 @@ let readConfig (folder: string) : PretrainedConfig =
         fail path $"'hidden_size' ({hidden}) must be a multiple of 'num_attention_heads' ({heads})"
 
     match node "head_dim" with
-    | Some n when n.GetValue<int>() <> hidden / heads ->
+    | Some n when
+        n.GetValueKind() <> JsonValueKind.Null
+        && integer "head_dim" None <> hidden / heads
+        ->
+        let headDim = integer "head_dim" None
+
         fail
             path
-            $"'head_dim' {n.GetValue<int>()} differs from hidden_size / num_attention_heads = {hidden / heads}; LongNet needs them equal"
+            $"'head_dim' {headDim} differs from hidden_size / num_attention_heads = {hidden / heads}; LongNet needs them equal"
     | _ -> ()
 
     match text "hidden_act" with
@@ -138,8 +147,10 @@ let readConfig (folder: string) : PretrainedConfig =
     let notes =
         match architecture, node "sliding_window" with
         | "MistralForCausalLM", Some w when w.GetValueKind() = JsonValueKind.Number ->
+            let window = integer "sliding_window" None
+
             [
-                $"Mistral's sliding window ({w.GetValue<int>()} tokens) is not applied: LongNet's dense attention sees every earlier token, so logits differ from the original only beyond {w.GetValue<int>()} tokens."
+                $"Mistral's sliding window ({window} tokens) is not applied: LongNet's dense attention sees every earlier token, so logits differ from the original only beyond {window} tokens."
             ]
         | _ -> []
 
@@ -234,6 +245,9 @@ let private checkLayout (config: ModelConfig) : Result<unit, string> =
         Error "model.smearedKeys: Llama checkpoints have no smeared keys."
     elif config.Architecture <> Decoder then
         Error "model.architecture: Llama checkpoints are causal decoders."
+    elif config.PositionScaling <> PlainRope then
+        Error
+            "model.positionScaling: only plain RoPE is written (config.json gets no rope_scaling); export the unscaled model."
     else
         match config.Position with
         | Rope _ -> Ok()
@@ -301,16 +315,17 @@ let load (folder: string) (adapt: ModelConfig -> ModelConfig) : Result<LongNetMo
 
                 model.eval ()
                 Ok(model, { pretrained with Model = config })
-            with e ->
+            with _ ->
                 model.Dispose()
-                raise e
+                reraise ()
     with
+    | :? OutOfMemoryException -> reraise ()
     | :? IOException
     | :? InvalidDataException
     | :? UnauthorizedAccessException
     | :? Collections.Generic.KeyNotFoundException
     | :? ArgumentException as e -> Error e.Message
-    | e when e.Message.StartsWith "'" -> Error $"'{folder}': {e.Message}"
+    | e -> Error $"'{folder}': {e.Message}"
 
 /// The Hugging Face config.json of a LongNet model with the Llama layout.
 let configJson (config: ModelConfig) (dtype: string) : JsonObject =

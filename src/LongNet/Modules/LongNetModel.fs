@@ -299,6 +299,14 @@ type LongNetModel(config: ModelConfig) as this =
                 $"positions must be strictly ascending, got positions.[{i}] = {positions.[i]} then {positions.[i + 1]}."
         | None -> ()
 
+        // a distance bias is computed from sequence indices: positions with gaps would be misread
+        match config.Position with
+        | DistanceBiased _ when Array.pairwise positions |> Array.exists (fun (a, b) -> b <> a + 1L) ->
+            invalidArg
+                "positions"
+                "a distance-biased model takes consecutive positions (its bias is computed from sequence indices)."
+        | _ -> ()
+
         if
             cache.IsSome
             && positions |> Array.mapi (fun i p -> p <> int64 i) |> Array.exists id

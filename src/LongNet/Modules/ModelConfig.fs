@@ -208,6 +208,12 @@ module ModelConfig =
     /// Checks every field; the error names the first offending one (as in the JSON file).
     let validate (c: ModelConfig) : Result<ModelConfig, ConfigError> =
         let error p m = Error { Parameter = p; Message = m }
+        // one key/value head per query head is the same as none given (the form JSON reads back)
+        let c =
+            if c.KvHeads = Some c.Heads then
+                { c with KvHeads = None }
+            else
+                c
 
         if c.VocabSize < 2 then
             error "vocabSize" $"vocabSize must be ≥ 2, got {c.VocabSize}."

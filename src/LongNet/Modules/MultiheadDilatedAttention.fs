@@ -177,8 +177,11 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
 
     // the dilated configuration with the position encoding's distance bias, if any
     let dilated =
-        match Rope.distanceBias settings.Position settings.Heads with
-        | Ok bias -> { settings.Dilated with Bias = bias }
+        match
+            Rope.distanceBias settings.Position settings.Heads
+            |> Result.bind (fun bias -> DilatedConfig.withBias bias settings.Dilated)
+        with
+        | Ok config -> config
         | Error e -> e.Raise()
 
     let causal = dilated.Causal

@@ -26,10 +26,16 @@ type RmsNorm(width: int64, epsilon: float) as this =
     /// ε added to the mean square.
     member _.Epsilon = epsilon
 
-    /// x · rsqrt(mean(x²) + ε) in float32, cast back to x's dtype, times the gain.
+    /// x · rsqrt(mean(x²) + ε) in float32 (float64 for float64 inputs), cast back to x's dtype, times the gain.
     override m.forward(x: torch.Tensor) : torch.Tensor =
         use scope = torch.NewDisposeScope()
-        let x32 = x.to_type torch.ScalarType.Float32
+
+        let x32 =
+            if x.dtype = torch.ScalarType.Float64 then
+                x.alias ()
+            else
+                x.to_type torch.ScalarType.Float32
+
         use eps = epsilon.ToScalar()
         let meanSquare = (x32 * x32).mean([| -1L |], true)
         let normalised = (x32 * (meanSquare + eps).rsqrt()).to_type x.dtype

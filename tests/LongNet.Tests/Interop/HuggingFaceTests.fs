@@ -390,6 +390,9 @@ let ``longnet logits runs a Hugging Face folder on .npy ids and longnet export w
             ]
 
     Assert.True((code = 0), stderr)
+    // the default groups (64,1) (128,2) (256,4) see earlier keys more than once: not the dense logits
+    let dilatedDiff = (Npy.readTensor dilatedPath - logits).abs().max().item<float32>()
+    Assert.True(dilatedDiff > 1e-3f, $"dilated attention gave the dense logits (difference {dilatedDiff})")
 
     let exported = Path.Combine(dir.Path, "exported")
 
