@@ -238,7 +238,9 @@ let ``every command answers --help with exit code 0`` () =
     Assert.Contains("plan", commands)
 
     Assert.Contains("context-study", commands)
-    Assert.Equal(11, commands.Length) // attend … attention-demo, passkey-study and context-study
+    Assert.Contains("logits", commands)
+    Assert.Contains("export", commands)
+    Assert.Equal(13, commands.Length) // attend … attention-demo, passkey-study, context-study, logits, export
 
     for command in commands do
         let code, text, err = longnet [ command; "--help" ]
