@@ -45,21 +45,25 @@ let private build
     let index = torch.arange (rows, dtype = torch.ScalarType.Float64)
     use rateScalar = (float rate).ToScalar()
     let distance = (index.unsqueeze 1L - index.unsqueeze 0L).abs_().mul_ rateScalar
-    let slopes = (slopesOf bias heads).view(-1L, 1L, 1L, 1L)
-
-    let table =
-        (apply bias.Form slopes (distance.view (1L, 1L, rows, rows)))
+    // f(δ) once in float64, then one multiply per head in the mask's dtype (no per-head float64 copy)
+    let profile =
+        (apply bias.Form (torch.ones (1, dtype = torch.ScalarType.Float64)) distance)
             .to_type(maskDtype dtype)
             .``to``(device)
-            .contiguous()
+            .view (1L, 1L, rows, rows)
 
-    table.MoveToOuterDisposeScope()
+    let slopes =
+        (slopesOf bias heads).to_type(maskDtype dtype).``to``(device).view (-1L, 1L, 1L, 1L)
+
+    (profile * slopes).contiguous().MoveToOuterDisposeScope()
 
 // Tables are reused across layers, steps and calls (one per block family): building one costs
 // several passes over rows² entries per head, as much as a small attention call. Callers get an
 // alias (their own handle on the shared storage), so evicting a table never frees one in use.
 let private cache = System.Collections.Generic.Dictionary<string, torch.Tensor>()
-let private cacheLimitBytes = 1L <<< 30
+// 3 GiB: a dense model's table at 8,192 positions and 8 heads (2 GiB in float32) must stay cached,
+// or every layer of every step would rebuild it
+let private cacheLimitBytes = 3L <<< 30
 let mutable private cachedBytes = 0L
 
 /// Frees every cached table (tables handed out stay valid until their holders dispose them).
@@ -73,7 +77,8 @@ let clear () =
 
 /// The bias of blocks whose rows lie `rate` positions apart, for `heads` (their indices):
 /// `[heads, 1, rows, rows]`, entry (a, b) = −slope · f(rate·|a − b|), in `maskDtype dtype` on `device`.
-/// Tables up to a quarter of the cache's 1 GiB are cached; the caller owns (disposes) the handle it gets.
+/// Tables are cached up to 3 GiB in all (the cache is emptied when a new one would pass that); the
+/// caller owns (disposes) the handle it gets.
 let blocks
     (bias: DistanceBias)
     (heads: int64[])
@@ -101,7 +106,7 @@ let blocks
             let table = build bias heads rows rate dtype device
             let bytes = table.NumberOfElements * table.ElementSize
 
-            if bytes > cacheLimitBytes / 4L then
+            if bytes > cacheLimitBytes then
                 table
             else
                 if cachedBytes + bytes > cacheLimitBytes then
