@@ -50,10 +50,10 @@ let private build
         (apply bias.Form (torch.ones (1, dtype = torch.ScalarType.Float64)) distance)
             .to_type(maskDtype dtype)
             .``to``(device)
-            .view (1L, 1L, rows, rows)
+            .view(1L, 1L, rows, rows)
 
     let slopes =
-        (slopesOf bias heads).to_type(maskDtype dtype).``to``(device).view (-1L, 1L, 1L, 1L)
+        (slopesOf bias heads).to_type(maskDtype dtype).``to``(device).view(-1L, 1L, 1L, 1L)
 
     (profile * slopes).contiguous().MoveToOuterDisposeScope()
 

@@ -328,3 +328,26 @@ let ``with every block kept, gradients equal dense attention's`` (c: CasmCase) =
     let dense = grads (fun q k v -> fst (Dense.attend scale config.Causal q k v))
     let worst = List.map2 maxDiff casm dense |> List.max
     worst <= 1e-10 |> Prop.label $"max |Δ grad| = {worst:E3}"
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 60)>]
+let ``the chunked selection equals the whole-matrix selection for any chunk size`` (c: CasmCase) (chunkScores: byte) =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let cfg = c.Config
+    let q, k, _ = inputs c
+    let qBlocks, valid = SelectMerge.splitBlocks cfg.BlockSize q
+    let kBlocks, _ = SelectMerge.splitBlocks cfg.BlockSize k
+    let qGroups, qValid = SelectMerge.groupBlocks cfg.MergeFactor qBlocks valid
+    let summaries = SelectMerge.maskedMean qGroups qValid
+    let keySummaries = SelectMerge.blockSummaries kBlocks valid
+
+    let whole =
+        SelectMerge.selectBlocks cfg (SelectMerge.correlationScores summaries keySummaries)
+    // from one score per chunk (one group at a time) upwards
+    let chunked =
+        SelectMerge.selectInChunks cfg (1L + int64 chunkScores) summaries keySummaries
+
+    Assert.Equal(whole.Length, chunked.Length)
+
+    for i in 0 .. whole.Length - 1 do
+        Assert.Equal<int[]>(whole.[i], chunked.[i])

@@ -120,6 +120,98 @@ let selectBlocks (config: SelectMergeConfig) (scores: torch.Tensor) : int[][] =
 
     Array.init rows (fun r -> SelectMergePlan.select config nb (r % groups) (Array.sub values (r * nb) nb))
 
+/// The selection of `selectBlocks` computed from the summaries a chunk of query groups at a time, so
+/// memory stays linear in the length: each chunk's scores `[B, H, c, nb]` (at most `maxScores`
+/// entries) are masked to the candidates (causal: earlier blocks; not own, not the sink) and ranked with
+/// `topk` on the tensor. NaN and −∞ scores rank last but stay candidates, as in `selectBlocks`; exact
+/// ties may be broken differently.
+let selectInChunks
+    (config: SelectMergeConfig)
+    (maxScores: int64)
+    (groupQueries: torch.Tensor)
+    (keySummaries: torch.Tensor)
+    : int[][] =
+    let s = groupQueries.shape
+    let bsz, heads, groups = s.[0], s.[1], int s.[2]
+    let nb = int keySummaries.shape.[2]
+    let m = config.MergeFactor
+    let result = Array.zeroCreate<int[]>(int (bsz * heads) * groups)
+
+    let chunk =
+        int (max 1L (min (int64 groups) (maxScores / max 1L (bsz * heads * int64 nb))))
+
+    let take = min config.TopK nb
+    let keys = keySummaries.transpose (-2L, -1L)
+
+    for g0 in 0..chunk .. groups - 1 do
+        use scope = torch.NewDisposeScope()
+        let c = min chunk (groups - g0)
+        let device = groupQueries.device
+
+        let scores =
+            groupQueries.narrow(2L, int64 g0, int64 c).matmul(keys).to_type torch.ScalarType.Float64
+
+        // NaN and −∞ become the lowest finite score: still candidates, ranked last
+        use lowest = Double.MinValue.ToScalar()
+        use zeroScore = 0.0.ToScalar()
+
+        let scores =
+            torch.where (scores.isfinite().logical_or(scores.gt zeroScore), scores, torch.full_like (scores, lowest))
+
+        let j = torch.arange(int64 nb, device = device).view(1L, -1L)
+        let g = torch.arange(int64 g0, int64 (g0 + c), device = device).view(-1L, 1L)
+        let firstOwn = g * int64 m
+        let own = j.ge(firstOwn).logical_and(j.lt (firstOwn + int64 m))
+
+        let allowed =
+            if config.Causal then
+                j.lt firstOwn
+            else
+                torch.ones_like (own)
+
+        use zero = 0L.ToScalar()
+
+        let sinkTaken =
+            if config.Sink then
+                j.eq(zero).logical_and(g.gt zero)
+            else
+                torch.zeros_like (own)
+
+        let candidate =
+            allowed.logical_and(own.logical_not ()).logical_and(sinkTaken.logical_not ())
+
+        use negativeInfinity = Double.NegativeInfinity.ToScalar()
+        let masked = scores.masked_fill (candidate.logical_not (), negativeInfinity)
+
+        let chosen, chosenValues =
+            if take = 0 then
+                [||], [||]
+            else
+                let struct (values, indices) = masked.topk (take, -1, true, true)
+
+                indices.cpu().contiguous().data<int64>().ToArray(), values.cpu().contiguous().data<float>().ToArray()
+
+        for b in 0 .. int bsz - 1 do
+            for h in 0 .. int heads - 1 do
+                for i in 0 .. c - 1 do
+                    let group = g0 + i
+                    let row = ((b * int heads) + h) * c + i
+
+                    let picked =
+                        [|
+                            for t in 0 .. take - 1 do
+                                if not (Double.IsNegativeInfinity chosenValues.[row * take + t]) then
+                                    int chosen.[row * take + t]
+                        |]
+
+                    let sink = if config.Sink && nb > 0 && group > 0 then [| 0 |] else [||]
+
+                    result.[((b * int heads) + h) * groups + group] <-
+                        Array.concat [ SelectMergePlan.ownBlocks config nb group; sink; picked ]
+                        |> Array.sort
+
+    result
+
 /// The merged key/value sequences: for each group, its selected blocks (ascending) concatenated.
 /// Inputs: blocks `[B, H, nb, b, d]`, the selection, and the slot count S (≥ every selection's length).
 /// Output `[B, H, ng, S·b, d]`; unused slots repeat block 0 and must be masked (see `mergedKeyLayout`).
@@ -312,8 +404,10 @@ let attendRotated
         else
             maskedMean qGroups qValid
 
-    let scores = correlationScores groupSummaries (blockSummaries kBlocks valid)
-    let selection = selectBlocks config scores
+    // scores a chunk of query groups at a time: memory linear in the length (16 M scores per chunk)
+    let selection =
+        selectInChunks config (1L <<< 24) groupSummaries (blockSummaries kBlocks valid)
+
     let slots = selection |> Array.map Array.length |> Array.max
     let bsz, heads, groups = q.shape.[0], q.shape.[1], qGroups.shape.[2]
     let kMerged = merge selection slots kBlocks
