@@ -15,7 +15,7 @@ let help =
 longnet demo --make-base PATH [--steps N] [--run-dir DIR] [--corpus PATH] [--seed S]
 
 The main job: a LongNet language model (dilated attention, groups (1024,1) (2048,2) (4096,4) (8192,8),
-8 heads, no position encoding, training length 8192) trained for a few minutes on the .NET SDK's own reference documentation
+8 heads, a logarithmic distance bias for positions, training length 8192) trained for a few minutes on the .NET SDK's own reference documentation
 (whole files in order; a third of the files held out, chosen by name), then measured as the LongNet paper measures context use:
 perplexity of the same held-out targets given 256 … 7936 tokens of context, loss by position, one
 forward over 1,048,576 held-out tokens (seconds, peak memory); plus the KV cache against the full

@@ -110,7 +110,8 @@ module RunConfig =
         }
 
     /// "longctx": the long-context demo's model — byte-level BPE learnt from the training text (4096 ids),
-    /// e = 128, 3 layers, 8 heads, SwiGLU 352, no position encoding, smeared keys, groups (1024,1) (2048,2)
+    /// e = 128, 3 layers, 8 heads, SwiGLU 352, a logarithmic distance bias (slopes 2 … 1/16 over the heads)
+    /// instead of rotations, smeared keys, groups (1024,1) (2048,2)
     /// (4096,4) (8192,8) (dense first group; every head and position covered: r ≤ heads), 8192-token
     /// sequences, one per step, lr 3e-3.
     let longContext: RunConfig =
@@ -122,7 +123,7 @@ module RunConfig =
                     Heads = 8
                     FeedForwardDim = 352
                     Groups = Groups.geometric 1024 2 2 4 8 |> Result.defaultWith (fun e -> e.Raise())
-                    Position = NoPosition
+                    Position = DistanceBiased Rope.defaultDistanceBias
                     SmearedKeys = true
                 }
             Train =
