@@ -20,6 +20,9 @@ let valueOptions =
         "--crd-min-length"
     ]
 
+/// The options that choose a RoPE position scaling (training only).
+let scalingOptions = valueOptions |> List.skipWhile (fun o -> o <> "--scaling")
+
 /// The switches.
 let switches = [ "--no-sink"; "--original-positions" ]
 

@@ -83,15 +83,7 @@ let runLogits (argv: string list) : int =
         let p =
             parse ([ "model"; "tokens"; "out" ] @ ModelOptions.valueOptions) ModelOptions.switches argv
 
-        for option in
-            [
-                "--scaling"
-                "--scale"
-                "--trained-length"
-                "--crd-max-scale"
-                "--crd-cycle-steps"
-                "--crd-min-length"
-            ] do
+        for option in ModelOptions.scalingOptions do
             if (optional p option).IsSome then
                 raise (UsageError $"{option} is a training option; logits runs the model's own positions.")
 

@@ -329,17 +329,20 @@ let ``with every block kept, gradients equal dense attention's`` (c: CasmCase) =
     let worst = List.map2 maxDiff casm dense |> List.max
     worst <= 1e-10 |> Prop.label $"max |Δ grad| = {worst:E3}"
 
+/// The query-group summaries (plain means of each group's rows) and key-block summaries of a case.
+let private summariesOf (c: CasmCase) (q: torch.Tensor) (k: torch.Tensor) =
+    let qBlocks, valid = SelectMerge.splitBlocks c.Config.BlockSize q
+    let kBlocks, _ = SelectMerge.splitBlocks c.Config.BlockSize k
+    let qGroups, qValid = SelectMerge.groupBlocks c.Config.MergeFactor qBlocks valid
+    SelectMerge.maskedMean qGroups qValid, SelectMerge.blockSummaries kBlocks valid
+
 [<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 60)>]
 let ``the chunked selection equals the whole-matrix selection for any chunk size`` (c: CasmCase) (chunkScores: byte) =
     init.Force()
     use _scope = torch.NewDisposeScope()
     let cfg = c.Config
     let q, k, _ = inputs c
-    let qBlocks, valid = SelectMerge.splitBlocks cfg.BlockSize q
-    let kBlocks, _ = SelectMerge.splitBlocks cfg.BlockSize k
-    let qGroups, qValid = SelectMerge.groupBlocks cfg.MergeFactor qBlocks valid
-    let summaries = SelectMerge.maskedMean qGroups qValid
-    let keySummaries = SelectMerge.blockSummaries kBlocks valid
+    let summaries, keySummaries = summariesOf c q k
 
     let whole =
         SelectMerge.selectBlocks cfg (SelectMerge.correlationScores summaries keySummaries)

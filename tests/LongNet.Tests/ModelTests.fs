@@ -227,47 +227,39 @@ let ``a model with smeared keys built inside a dispose scope outlives the scope`
     let logits = model.forward (torch.randint (17L, [| 1L; 9L |]))
     Assert.Equal<int64[]>([| 1L; 9L; 17L |], logits.shape)
 
-[<Fact>]
-let ``a model with smeared keys is refused for training split over ranks, naming the field`` () =
+/// What `TrainSession.Create` says on each of two simulated ranks for the tiny run with `model`.
+let private splitOutcome (model: ModelConfig) =
     init.Force()
 
     let config =
         { LongNet.Training.RunConfig.tiny with
-            Model =
-                { LongNet.Training.RunConfig.tiny.Model with
-                    SmearedKeys = true
-                }
+            Model = model
         }
 
+    LongNet.Distributed.Simulated.run 2 (fun comm ->
+        match LongNet.Training.TrainSession.Create(config, LongNet.Text.Tokenizer.byteLevel (), comm) with
+        | Ok s ->
+            (s :> IDisposable).Dispose()
+            "accepted"
+        | Error e -> e)
+
+[<Fact>]
+let ``a model with smeared keys is refused for training split over ranks, naming the field`` () =
     let outcome =
-        LongNet.Distributed.Simulated.run 2 (fun comm ->
-            match LongNet.Training.TrainSession.Create(config, LongNet.Text.Tokenizer.byteLevel (), comm) with
-            | Ok s ->
-                (s :> IDisposable).Dispose()
-                "accepted"
-            | Error e -> e)
+        splitOutcome
+            { LongNet.Training.RunConfig.tiny.Model with
+                SmearedKeys = true
+            }
 
     Assert.All(outcome, (fun e -> Assert.StartsWith("model.smearedKeys", e)))
 
 [<Fact>]
 let ``a distance-biased model is refused for training split over ranks, naming the field`` () =
-    init.Force()
-
-    let config =
-        { LongNet.Training.RunConfig.tiny with
-            Model =
-                { LongNet.Training.RunConfig.tiny.Model with
-                    Position = DistanceBiased Rope.defaultDistanceBias
-                }
-        }
-
     let outcome =
-        LongNet.Distributed.Simulated.run 2 (fun comm ->
-            match LongNet.Training.TrainSession.Create(config, LongNet.Text.Tokenizer.byteLevel (), comm) with
-            | Ok s ->
-                (s :> IDisposable).Dispose()
-                "accepted"
-            | Error e -> e)
+        splitOutcome
+            { LongNet.Training.RunConfig.tiny.Model with
+                Position = DistanceBiased Rope.defaultDistanceBias
+            }
 
     Assert.All(outcome, (fun e -> Assert.StartsWith("model.position", e)))
 
