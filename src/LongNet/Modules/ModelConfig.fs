@@ -403,7 +403,7 @@ module ModelConfig =
 
             JsonFields.fail field $"{field} must be \"dilated\", \"dense\" or \"select-merge\", got \"{other}\"."
 
-    /// The JSON form of a configuration (every field written).
+    /// The JSON form of a configuration (every field written; `kvHeads` only for grouped-query attention).
     let toJson (c: ModelConfig) : JsonObject =
         let ropeBase, scaleBase =
             match c.Position with
@@ -470,7 +470,8 @@ module ModelConfig =
         set "maxPositions" (int c.MaxPositions)
         set "smearedKeys" (bool c.SmearedKeys)
         set "norm" (text (NormKind.name c.Norm))
-        set "kvHeads" (int (c.KvHeads |> Option.defaultValue c.Heads))
+        // written only for grouped-query attention, so that a change of heads alone is one difference
+        c.KvHeads |> Option.iter (fun k -> set "kvHeads" (int k))
         o
 
     /// The names of the JSON fields.
@@ -734,10 +735,13 @@ module ModelConfig =
     /// The fields whose values differ between two configurations, as "field: a vs b" lines.
     let differences (a: ModelConfig) (b: ModelConfig) : string list =
         let ja, jb = toJson a, toJson b
+        // a field written only when set (kvHeads) reads as "none" where absent
+        let text (node: JsonNode) =
+            if isNull node then "none" else node.ToJsonString()
 
         [
             for name in fieldNames do
-                let x, y = ja.[name].ToJsonString(), jb.[name].ToJsonString()
+                let x, y = text ja.[name], text jb.[name]
 
                 if x <> y then
                     $"{name}: {x} vs {y}"
