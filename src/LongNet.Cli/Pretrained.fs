@@ -1,6 +1,7 @@
-/// `longnet logits` and `longnet export`: run any model — a LongNet checkpoint or a Hugging Face
-/// Llama/Mistral folder — on token ids from `.npy`, and write a model with the Llama layout as a
-/// Hugging Face folder (config.json + model.safetensors) that Python tools load unchanged.
+/// `longnet logits`, `longnet import` and `longnet export`: run any model — a LongNet checkpoint or a
+/// Hugging Face Llama/Mistral folder — on token ids from `.npy`, turn a Hugging Face folder into a
+/// LongNet checkpoint (so every command that takes a checkpoint takes it), and write a model with the
+/// Llama layout as a Hugging Face folder (config.json + model.safetensors) that Python tools load unchanged.
 module LongNet.Cli.Pretrained
 
 open System
@@ -37,10 +38,33 @@ let exportHelp =
 
 Writes a model with the Llama layout (RMSNorm, SwiGLU, RoPE, no biases; e.g. one imported from a
 Hugging Face folder) as a Hugging Face folder: DIR/config.json ("LlamaForCausalLM") and
-DIR/model.safetensors with Hugging Face tensor names, in --dtype (default float32). PATH is a LongNet
-checkpoint or a Hugging Face folder. Files are written atomically.
+DIR/model.safetensors with Hugging Face tensor names, in --dtype (default float32), and its
+SentencePiece tokenizer as DIR/tokenizer.model when it has one. PATH is a LongNet checkpoint or a
+Hugging Face folder. Files are written atomically.
 
 Exit codes: 0 done, 2 bad command line, 1 failure."""
+
+/// The help text of `longnet import`.
+let importHelp =
+    """longnet import --from DIR --out CKPT [--dtype float32|float16|bfloat16]
+
+Turns a Hugging Face folder of a Llama or Mistral model (config.json with model.safetensors, or
+model.safetensors.index.json and its shards) into a LongNet checkpoint, so that eval, generate,
+passkey, logits and train --init take it. The model keeps dense attention (it computes what the
+original computes; pass --attention to those commands to change it). The folder's tokenizer.model
+(SentencePiece BPE, as Llama 1/2 and Mistral ship it) goes into the checkpoint; without one the
+checkpoint takes token ids only. Weights are stored in --dtype (default float32); CKPT is written
+atomically.
+
+Exit codes: 0 done, 2 bad command line, 1 failure."""
+
+/// The tensor dtype named by --dtype (default float32).
+let private dtypeOption (p: Parsed) : torch.ScalarType =
+    match optional p "dtype" |> Option.defaultValue "float32" with
+    | "float32" -> torch.ScalarType.Float32
+    | "float16" -> torch.ScalarType.Float16
+    | "bfloat16" -> torch.ScalarType.BFloat16
+    | other -> raise (UsageError $"--dtype must be float32, float16 or bfloat16, got '{other}'.")
 
 /// Whether `path` is a Hugging Face folder (it holds config.json).
 let private isHuggingFace (path: string) =
@@ -129,15 +153,40 @@ let runExport (argv: string list) : int =
     guard "export" (fun () ->
         let p = parse [ "model"; "out"; "dtype" ] [] argv
         let modelPath, outDir = required p "model", required p "out"
-
-        let dtype =
-            match optional p "dtype" |> Option.defaultValue "float32" with
-            | "float32" -> torch.ScalarType.Float32
-            | "float16" -> torch.ScalarType.Float16
-            | "bfloat16" -> torch.ScalarType.BFloat16
-            | other -> raise (UsageError $"--dtype must be float32, float16 or bfloat16, got '{other}'.")
-
+        let dtype = dtypeOption p
         use model = loadModel modelPath id
         HuggingFace.save model outDir dtype |> orFail
-        printfn "wrote %s (config.json, model.safetensors in %s)" outDir (string dtype)
+
+        let tokenizer =
+            if isHuggingFace modelPath then
+                HuggingFace.readTokenizer modelPath model.Config.VocabSize |> orFail |> fst
+            else
+                (Checkpoint.readHeader modelPath |> orFail).Tokenizer
+
+        let files =
+            if HuggingFace.saveTokenizer tokenizer outDir then
+                $"config.json, model.safetensors in {dtype}, {HuggingFace.tokenizerModelName}"
+            else
+                $"config.json, model.safetensors in {dtype}"
+
+        printfn "wrote %s (%s)" outDir files
+        0)
+
+/// Runs `longnet import` and returns the exit code.
+let runImport (argv: string list) : int =
+    guard "import" (fun () ->
+        let p = parse [ "from"; "out"; "dtype" ] [] argv
+        let folder, outPath = required p "from", required p "out"
+        let dtype = dtypeOption p
+
+        if not (isHuggingFace folder) then
+            raise (UsageError $"--from: '{folder}' is not a folder with config.json.")
+
+        if Directory.Exists outPath then
+            raise (UsageError $"--out: '{outPath}' is a folder; give the checkpoint file to write.")
+
+        for note in HuggingFace.importCheckpoint folder outPath dtype |> orFail do
+            eprintfn "note: %s" note
+
+        printfn "wrote %s (weights in %s)" outPath (string dtype)
         0)

@@ -29,6 +29,10 @@ let private commands: (string * string * (string list -> int) * string) list =
         "run a LongNet checkpoint or a Hugging Face Llama/Mistral folder on token ids (.npy in, .npy out)",
         Pretrained.runLogits,
         Pretrained.logitsHelp
+        "import",
+        "turn a Hugging Face Llama/Mistral folder into a LongNet checkpoint (weights and tokenizer)",
+        Pretrained.runImport,
+        Pretrained.importHelp
         "export",
         "write a Llama-layout model as a Hugging Face folder (config.json + model.safetensors)",
         Pretrained.runExport,

@@ -15,7 +15,7 @@ open LongNet.Cli.Errors
 
 /// Usage text.
 let help =
-    """longnet train (--corpus PATH | --task passkey) (--config PATH | --preset NAME) --out DIR [--resume]
+    """longnet train (--corpus PATH | --task passkey) (--config PATH | --preset NAME | --init CKPT) --out DIR [--resume]
               [--steps N] [--seq-len N] [--seed S] [--init CHECKPOINT] [--ranks P]
               [--attention dilated|dense|select-merge] [--scaling none|pi|ntk|dynamic-ntk|yarn|crd-ntk] [...]
 
@@ -32,7 +32,8 @@ Trains a LongNet language model (a Transformer whose attention is dilated attent
   --seq-len N       training sequence length (overrides the configuration; not when resuming)
   --seed S          seed of initialisation, batches, dropout and CRD draws (not when resuming)
   --init CHECKPOINT start from that checkpoint's weights (fine-tuning, e.g. with --scaling crd-ntk); the
-                    model must have the same shape
+                    model must have the same shape; without --config/--preset the run takes the
+                    checkpoint's model, tokenizer and training settings (e.g. a model from longnet import)
   --ranks P         sequence parallel: split every training sequence over P processes started by mpirun
                     (each holds a contiguous slice; attention exchanges dilated keys/values over MPI;
                     gradients are summed so every rank takes the same step; rank 0 prints and saves):
@@ -76,6 +77,18 @@ let configFrom (p: Args.Parsed) : RunConfig option =
         match RunConfig.preset name with
         | Ok c -> Some c
         | Error e -> raise (Args.UsageError e)
+    | None, None when not (Args.has p "--resume") ->
+        // fine-tuning a checkpoint as it is (e.g. an imported Llama): its model, tokenizer and training settings
+        Args.optional p "--init"
+        |> Option.map (fun path ->
+            match Checkpoint.readHeader path with
+            | Ok h ->
+                {
+                    Model = h.Model
+                    Train = h.Train
+                    Tokenizer = FromCheckpoint
+                }
+            | Error e -> raise (Args.UsageError $"--init: {e}"))
     | None, None -> None
 
 /// The training task named by --task (None when absent).
@@ -255,6 +268,9 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
             let tokenizer =
                 match config.Tokenizer, config.Train.Task with
                 | LearnedBpe _, TextWindows -> RunConfig.tokenizerFor config source.Value |> orFail
+                | FromCheckpoint, _ ->
+                    let init = Args.required p "--init"
+                    (Checkpoint.readHeader init |> orFail).Tokenizer |> Tokenizer.ofSpec |> orFail
                 | _ -> RunConfig.tokenizer config |> orFail
 
             let session =
@@ -372,7 +388,10 @@ let run (argv: string list) : int =
             let requested = configFrom p
 
             if not resume && requested.IsNone then
-                raise (Args.UsageError "give --config PATH or --preset NAME (tiny, demo, small, longctx).")
+                raise (
+                    Args.UsageError
+                        "give --config PATH or --preset NAME (tiny, demo, small, longctx), or --init CHECKPOINT to fine-tune it as it is."
+                )
 
             match Args.optional p "--ranks" |> Option.map (Args.toInt "--ranks" 1L 4096L >> int) with
             | None -> train p None

@@ -1,7 +1,8 @@
 /// Seed 000's claim at this machine's scale: with the same wall-clock budget on the same data, does
 /// LongNet use long context better than a local-only model (one group, segment 256, r = 1) and a dense
-/// Transformer? Each model is trained from scratch for the same minutes, then the same held-out targets
-/// are scored with more and more context. Writes results.json, results.md and context.png.
+/// Transformer? Each model is trained for the same minutes — from scratch, or on from the same
+/// checkpoint's weights — then the same held-out targets are scored with more and more context. Writes
+/// results.json, results.md and context.png.
 module LongNet.Experiments.ContextStudy
 
 open System
@@ -55,6 +56,9 @@ type Settings =
         Targets: int
         /// Windows per context length.
         Windows: int
+        /// Where every contender starts: fresh weights, or the same checkpoint's weights (its tokenizer
+        /// and model shape too; each contender keeps its own attention).
+        Start: Demo.Start
     }
 
 /// The three contenders built from LongNet's configuration: LongNet itself, the same model with one
@@ -82,10 +86,18 @@ let contenders (longnet: RunConfig) : Contender list =
         }
     ]
 
-/// The results as JSON: `{ "rows": [ { "name", "seq_len", "steps", "tokens", "seconds", "parameters",
-/// "context": [ { "context", "ppl", … } ] } ] }`.
-let toJson (rows: RowResult list) : JsonObject =
+/// The results as JSON: `{ "start": "scratch" | checkpoint file name, "rows": [ { "name", "seq_len",
+/// "steps", "tokens", "seconds", "parameters", "context": [ { "context", "ppl", … } ] } ] }`.
+let toJson (start: Demo.Start) (rows: RowResult list) : JsonObject =
     let o = JsonObject()
+
+    o.["start"] <-
+        JsonValue.Create(
+            match start with
+            | Demo.FromScratch -> "scratch"
+            | Demo.FromCheckpoint path -> Path.GetFileName path
+        )
+
     let items = JsonArray()
 
     for r in rows do
@@ -102,15 +114,21 @@ let toJson (rows: RowResult list) : JsonObject =
     o.["rows"] <- items
     o
 
+/// How the study's start reads in a sentence: "from scratch" or "on from <file>".
+let startText (start: Demo.Start) : string =
+    match start with
+    | Demo.FromScratch -> "from scratch"
+    | Demo.FromCheckpoint path -> $"on from {Path.GetFileName path}"
+
 /// Writes results.json, results.md and context.png to `outDir`.
 let writeResults (outDir: string) (settings: Settings) (rows: RowResult list) : unit =
     let file (name: string) = Path.Combine(outDir, name)
-    AtomicFile.writeText (file "results.json") (JsonFields.write (toJson rows))
+    AtomicFile.writeText (file "results.json") (JsonFields.write (toJson settings.Start rows))
 
     Plots.attempt (file "context.png") (fun path ->
         Plots.contextCurve
             path
-            $"Same held-out targets, same {settings.MinutesPerModel:F0}-minute training budget"
+            $"Same held-out targets, same {settings.MinutesPerModel:F0}-minute training budget ({startText settings.Start})"
             [
                 for r in rows -> r.Name, r.Context |> List.map (fun c -> c.Context, c.Perplexity) |> Array.ofList
             ])
@@ -146,7 +164,7 @@ let writeResults (outDir: string) (settings: Settings) (rows: RowResult list) : 
         (file "results.md")
         $"""# Context study
 
-Each model trained from scratch for {settings.MinutesPerModel:F1} minutes on the same data, then the last
+Each model trained {startText settings.Start} for {settings.MinutesPerModel:F1} minutes on the same data, then the last
 {settings.Targets} tokens of {settings.Windows} held-out windows scored with each context length.
 
 {table}
@@ -154,29 +172,55 @@ Each model trained from scratch for {settings.MinutesPerModel:F1} minutes on the
 ![perplexity against context](context.png)
 """
 
-/// Runs the study: for each contender, a fresh run trained for the budget in `OutDir/<name>/`, then its
-/// perplexity by context; writes the results after every contender (a partial study is kept).
+/// Runs the study: for each contender, a fresh run trained for the budget in `OutDir/<name>/` (from
+/// `Start`), then its perplexity by context; writes the results after every contender (a partial study
+/// is kept). From a checkpoint, `longnet`'s model is the checkpoint's and the others differ from it only
+/// in attention.
 let run (settings: Settings) (longnet: RunConfig) (hooks: Demo.Hooks) : Result<RowResult list, string> =
     Native.ensureLoaded () |> ignore
     let outDir = Path.GetFullPath settings.OutDir
     Directory.CreateDirectory outDir |> ignore
 
-    Corpus.readSource settings.Corpus
-    |> Result.bind (fun source ->
-        RunConfig.tokenizerFor longnet source
-        |> Result.bind (fun tokenizer -> Corpus.ofSource tokenizer source |> Result.map (fun c -> tokenizer, c)))
-    |> Result.bind (fun (tokenizer, corpus) ->
+    let startHeader =
+        match settings.Start with
+        | Demo.FromScratch -> Ok None
+        | Demo.FromCheckpoint path -> Checkpoint.readHeader path |> Result.map Some
+
+    startHeader
+    |> Result.bind (fun header -> Corpus.readSource settings.Corpus |> Result.map (fun source -> header, source))
+    |> Result.bind (fun (header, source) ->
+        let longnet, tokenizer =
+            match header with
+            | Some h -> { longnet with Model = h.Model }, Tokenizer.ofSpec h.Tokenizer
+            | None -> longnet, RunConfig.tokenizerFor longnet source
+
+        tokenizer
+        |> Result.bind (fun tokenizer ->
+            Corpus.ofSource tokenizer source |> Result.map (fun c -> longnet, tokenizer, c)))
+    |> Result.bind (fun (longnet, tokenizer, corpus) ->
         hooks.Log
-            $"{corpus.Description}: {corpus.Train.Length:N0} training and {corpus.Validation.Length:N0} held-out tokens ({tokenizer.Name})"
+            $"{corpus.Description}: {corpus.Train.Length:N0} training and {corpus.Validation.Length:N0} held-out tokens ({tokenizer.Name}); every model starts {startText settings.Start}"
+
+        let startSession (config: RunConfig) : Result<TrainSession, string> =
+            TrainSession.Create(config, tokenizer)
+            |> Result.bind (fun session ->
+                match settings.Start with
+                | Demo.FromScratch -> Ok session
+                | Demo.FromCheckpoint path ->
+                    match Checkpoint.withTensors path session.LoadWeights |> Result.bind id with
+                    | Ok() -> Ok session
+                    | Error e ->
+                        (session :> IDisposable).Dispose()
+                        Error e)
 
         let rec go (done_: RowResult list) (left: Contender list) =
             match left with
             | [] -> Ok(List.rev done_)
             | c :: rest ->
-                hooks.Heading $"{c.Name}: {settings.MinutesPerModel:F1} minutes of training"
+                hooks.Heading $"{c.Name}: {settings.MinutesPerModel:F1} minutes of training {startText settings.Start}"
                 let config = RunConfig.withVocabulary tokenizer c.Config
 
-                match TrainSession.Create(config, tokenizer) with
+                match startSession config with
                 | Error e -> Error $"{c.Name}: {e}"
                 | Ok session ->
                     use session = session

@@ -446,13 +446,7 @@ let run (settings: Settings) (hooks: Hooks) : Result<Report, string> =
     let startHeader =
         match settings.Start with
         | FromScratch -> Ok None
-        | FromCheckpoint path ->
-            Checkpoint.load path
-            |> Result.map (fun loaded ->
-                for KeyValue(_, t) in loaded.Tensors do
-                    t.Dispose()
-
-                Some loaded.Header)
+        | FromCheckpoint path -> Checkpoint.readHeader path |> Result.map Some
 
     startHeader
     |> Result.bind (fun header -> Corpus.readSource settings.Corpus |> Result.map (fun source -> header, source))

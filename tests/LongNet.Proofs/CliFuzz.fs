@@ -162,8 +162,9 @@ let private vocabulary: (string * (string * ValueKind) list * string list) list 
             "--corpus", MissingFile
             "--seed", Count
             "--windows", Count
+            "--base", MissingFile
         ],
-        []
+        [ "--from-base" ]
         "passkey",
         [
             "--checkpoint", MissingFile

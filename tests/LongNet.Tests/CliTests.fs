@@ -240,7 +240,7 @@ let ``every command answers --help with exit code 0`` () =
     Assert.Contains("context-study", commands)
     Assert.Contains("logits", commands)
     Assert.Contains("export", commands)
-    Assert.Equal(13, commands.Length) // attend … attention-demo, passkey-study, context-study, logits, export
+    Assert.Equal(14, commands.Length) // attend … attention-demo, passkey-study, context-study, logits, import, export
 
     for command in commands do
         let code, text, err = longnet [ command; "--help" ]

@@ -13,6 +13,8 @@ open System.Text.Json.Nodes
 open TorchSharp
 open LongNet
 open LongNet.Modules
+open LongNet.Text
+open LongNet.Training
 
 /// The architectures this module reads and writes.
 let supportedArchitectures = [ "LlamaForCausalLM"; "MistralForCausalLM" ]
@@ -407,3 +409,85 @@ let save (model: LongNetModel) (folder: string) (dtype: torch.ScalarType) : Resu
         | :? IOException
         | :? UnauthorizedAccessException
         | :? ArgumentException as e -> Error e.Message)
+
+/// The name of a SentencePiece tokenizer file in a Hugging Face folder.
+let tokenizerModelName = "tokenizer.model"
+
+/// The tokenizer of a Hugging Face folder for a model of `vocabSize` ids: its `tokenizer.model`
+/// (SentencePiece BPE, as Llama 1/2 and Mistral ship it), or — when it has none — ids only, with a note.
+let readTokenizer (folder: string) (vocabSize: int) : Result<TokenizerSpec * string list, string> =
+    let path = Path.Combine(Path.GetFullPath folder, tokenizerModelName)
+
+    if File.Exists path then
+        let bytes =
+            try
+                Ok(File.ReadAllBytes path)
+            with
+            | :? IOException
+            | :? UnauthorizedAccessException as e -> Error $"'{path}' cannot be read: {e.Message}"
+
+        bytes
+        |> Result.bind (fun bytes ->
+            match Tokenizer.ofSpec (SentencePiece bytes) with
+            | Error e -> Error $"'{path}': {e}"
+            | Ok t when t.VocabSize > vocabSize ->
+                Error $"'{path}' has {t.VocabSize} ids, more than the model's vocab_size {vocabSize}."
+            | Ok _ -> Ok(SentencePiece bytes, []))
+    else
+        Ok(
+            IdsOnly vocabSize,
+            [
+                $"the folder has no {tokenizerModelName} (a tokenizer.json alone is not read): the model takes token ids only"
+            ]
+        )
+
+/// Writes the tokenizer file a Hugging Face folder carries for `spec` (tokenizer.model for SentencePiece)
+/// atomically; false when the spec has no Hugging Face file form.
+let saveTokenizer (spec: TokenizerSpec) (folder: string) : bool =
+    match spec with
+    | SentencePiece model ->
+        let full = Path.GetFullPath folder
+        Directory.CreateDirectory full |> ignore
+        AtomicFile.write (Path.Combine(full, tokenizerModelName)) (fun target -> target.Write(model, 0, model.Length))
+        true
+    | _ -> false
+
+/// Imports a Llama or Mistral folder as a LongNet checkpoint at `path`, written atomically: its model
+/// (dense attention, computing what the original computes), weights stored in `dtype` (float32, float16
+/// or bfloat16), and its tokenizer (`readTokenizer`). Returns the import's notes.
+let importCheckpoint (folder: string) (path: string) (dtype: torch.ScalarType) : Result<string list, string> =
+    match dtype with
+    | torch.ScalarType.Float32
+    | torch.ScalarType.Float16
+    | torch.ScalarType.BFloat16 ->
+        load folder id
+        |> Result.bind (fun (model, pretrained) ->
+            use model = model
+
+            readTokenizer folder model.Config.VocabSize
+            |> Result.bind (fun (tokenizer, notes) ->
+                try
+                    use scope = torch.NewDisposeScope()
+
+                    let header: CheckpointHeader =
+                        {
+                            Model = model.Config
+                            Train = TrainConfig.defaults
+                            Tokenizer = tokenizer
+                            Step = 0
+                            RngState = (Rng.Create TrainConfig.defaults.Seed).State
+                            TokensSeen = 0L
+                            ElapsedSeconds = 0.0
+                        }
+
+                    let weights =
+                        Checkpoint.weights model
+                        |> List.map (fun (name, t) -> name, t.detach().to_type dtype)
+
+                    AtomicFile.ensureFolderOf path
+                    Checkpoint.save path header weights
+                    Ok(pretrained.Notes @ notes)
+                with
+                | :? IOException
+                | :? UnauthorizedAccessException as e -> Error $"'{path}': {e.Message}"))
+    | other -> Error $"dtype must be float32, float16 or bfloat16, got {other}."

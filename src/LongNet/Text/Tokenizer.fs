@@ -1,6 +1,8 @@
-/// Tokenizers: byte-level (no files needed; 256 byte ids plus specials) and BPE through
-/// `Microsoft.ML.Tokenizers` from a user's `vocab.json` and `merges.txt`. A tokenizer is described by a
-/// `TokenizerSpec` that a checkpoint stores in full, so a checkpoint is usable on its own.
+/// Tokenizers: byte-level (no files needed; 256 byte ids plus specials), LongNet's own byte-level BPE,
+/// and through `Microsoft.ML.Tokenizers` BPE from a user's `vocab.json` and `merges.txt`, SentencePiece
+/// BPE from a Llama or Mistral `tokenizer.model`, and the GPT-2 and cl100k tiktoken vocabularies. A
+/// tokenizer is described by a `TokenizerSpec` that a checkpoint stores in full, so a checkpoint is
+/// usable on its own.
 namespace LongNet.Text
 
 open System
@@ -17,6 +19,12 @@ type TokenizerSpec =
     | Bpe of vocabJson: string * merges: string
     /// LongNet's own byte-level BPE (see `BytePairEncoding`).
     | ByteBpe of merges: BpeMerges
+    /// A SentencePiece BPE model: the bytes of a Llama 1/2 or Mistral `tokenizer.model`.
+    | SentencePiece of model: byte[]
+    /// A tiktoken vocabulary shipped with Microsoft.ML.Tokenizers: "gpt2" or "cl100k_base".
+    | Tiktoken of encoding: string
+    /// No text form: a model imported without a tokenizer takes and gives token ids in [0, vocabSize).
+    | IdsOnly of vocabSize: int
 
 /// Turns text into token ids and back.
 type ITokenizer =
@@ -183,6 +191,79 @@ type ByteBpeTokenizer(merges: BpeMerges) =
 
         member _.Spec = ByteBpe merges
 
+/// A SentencePiece BPE tokenizer (Llama 1/2, Mistral) over `Microsoft.ML.Tokenizers.LlamaTokenizer`:
+/// like Hugging Face's default, `Encode` puts the beginning-of-sentence id first.
+[<Sealed>]
+type SentencePieceTextTokenizer private (inner: SentencePieceTokenizer, model: byte[]) =
+    let vocabSize = (inner.Vocabulary.Values |> Seq.max) + 1
+
+    /// Builds the tokenizer from the bytes of a `tokenizer.model` (raises on a malformed model).
+    static member Create(model: byte[]) : SentencePieceTextTokenizer =
+        use stream = new MemoryStream(model, false)
+        SentencePieceTextTokenizer(LlamaTokenizer.Create(stream, true, false), model)
+
+    /// The beginning-of-sentence id.
+    member _.BeginOfSentence = inner.BeginningOfSentenceId
+
+    interface ITokenizer with
+        member _.Name = $"SentencePiece BPE ({vocabSize} ids)"
+        member _.VocabSize = vocabSize
+        member _.EndOfText = Some inner.EndOfSentenceId
+
+        member _.Encode text =
+            inner.EncodeToIds(text, true, false, true, true) |> Array.ofSeq
+
+        member _.Decode ids = inner.Decode(ids, false)
+        member _.Spec = SentencePiece model
+
+/// A tiktoken tokenizer over `Microsoft.ML.Tokenizers.TiktokenTokenizer`, its ranks from a data package.
+[<Sealed>]
+type TiktokenTextTokenizer private (inner: TiktokenTokenizer, encoding: string) =
+    // both vocabularies number their special tokens after every rank, so the last special ends the ids
+    let vocabSize = (inner.SpecialTokens.Values |> Seq.max) + 1
+
+    let endOfText =
+        match inner.SpecialTokens.TryGetValue "<|endoftext|>" with
+        | true, id -> Some id
+        | _ -> None
+
+    /// The encodings this tokenizer knows.
+    static member Encodings = [ "gpt2"; "cl100k_base" ]
+
+    /// Builds the tokenizer of `encoding` ("gpt2" or "cl100k_base"); raises ArgumentException for others.
+    static member Create(encoding: string) : TiktokenTextTokenizer =
+        match encoding with
+        | "gpt2" -> TiktokenTextTokenizer(TiktokenTokenizer.CreateForModel "gpt2", encoding)
+        | "cl100k_base" -> TiktokenTextTokenizer(TiktokenTokenizer.CreateForEncoding "cl100k_base", encoding)
+        | other ->
+            let known = String.Join(", ", TiktokenTextTokenizer.Encodings)
+            raise (ArgumentException($"encoding must be one of {known}, got '{other}'.", "encoding"))
+
+    interface ITokenizer with
+        member _.Name = $"tiktoken {encoding} ({vocabSize} ids)"
+        member _.VocabSize = vocabSize
+        member _.EndOfText = endOfText
+        member _.Encode text = inner.EncodeToIds(text) |> Array.ofSeq
+        member _.Decode ids = inner.Decode(ids)
+        member _.Spec = Tiktoken encoding
+
+/// The tokenizer of a model that has none: it names the ids but cannot turn text into them.
+[<Sealed>]
+type IdsOnlyTokenizer(vocabSize: int) =
+    let refuse () =
+        raise (
+            InvalidOperationException
+                "this model was imported without a tokenizer (no tokenizer.model in its folder); give it token ids instead of text."
+        )
+
+    interface ITokenizer with
+        member _.Name = $"token ids only ({vocabSize} ids, no tokenizer)"
+        member _.VocabSize = vocabSize
+        member _.EndOfText = None
+        member _.Encode _ = refuse ()
+        member _.Decode _ = refuse ()
+        member _.Spec = IdsOnly vocabSize
+
 /// Building tokenizers.
 module Tokenizer =
     /// The byte-level tokenizer.
@@ -198,6 +279,18 @@ module Tokenizer =
                 Ok(BpeTextTokenizer.Create(vocab, merges) :> ITokenizer)
             with e ->
                 Error $"the BPE vocabulary could not be read ({e.Message}); check vocab.json and merges.txt."
+        | SentencePiece model ->
+            try
+                Ok(SentencePieceTextTokenizer.Create model :> ITokenizer)
+            with e ->
+                Error $"the SentencePiece model could not be read ({e.Message}); check tokenizer.model."
+        | Tiktoken encoding ->
+            try
+                Ok(TiktokenTextTokenizer.Create encoding :> ITokenizer)
+            with e ->
+                Error $"the tiktoken vocabulary '{encoding}' could not be loaded ({e.Message})."
+        | IdsOnly vocabSize when vocabSize < 1 -> Error $"vocabSize must be ≥ 1, got {vocabSize}."
+        | IdsOnly vocabSize -> Ok(IdsOnlyTokenizer vocabSize :> ITokenizer)
 
     /// A BPE tokenizer from a `vocab.json` and a `merges.txt` file.
     let bpeFromFiles (vocabPath: string) (mergesPath: string) : Result<ITokenizer, string> =

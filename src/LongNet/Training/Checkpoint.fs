@@ -79,6 +79,15 @@ module Checkpoint =
             o.["kind"] <- JsonValue.Create "bpe"
             o.["vocabJson"] <- JsonValue.Create vocab
             o.["merges"] <- JsonValue.Create merges
+        | SentencePiece model ->
+            o.["kind"] <- JsonValue.Create "sentencepiece"
+            o.["model"] <- JsonValue.Create(Convert.ToBase64String model)
+        | Tiktoken encoding ->
+            o.["kind"] <- JsonValue.Create "tiktoken"
+            o.["encoding"] <- JsonValue.Create encoding
+        | IdsOnly vocabSize ->
+            o.["kind"] <- JsonValue.Create "ids"
+            o.["vocabSize"] <- JsonValue.Create vocabSize
 
         o
 
@@ -193,6 +202,10 @@ module Checkpoint =
                             | "byte-bpe" ->
                                 BytePairEncoding.ofText (t.["merges"].GetValue<string>()) |> Result.map ByteBpe
                             | "bpe" -> Ok(Bpe(t.["vocabJson"].GetValue<string>(), t.["merges"].GetValue<string>()))
+                            | "sentencepiece" ->
+                                Ok(SentencePiece(Convert.FromBase64String(t.["model"].GetValue<string>())))
+                            | "tiktoken" -> Ok(Tiktoken(t.["encoding"].GetValue<string>()))
+                            | "ids" -> Ok(IdsOnly(t.["vocabSize"].GetValue<int>()))
                             | other -> Error $"unknown tokenizer kind '{other}'"
 
                         match model, train, tokenizer with
@@ -281,6 +294,15 @@ module Checkpoint =
             finally
                 for KeyValue(_, t) in loaded.Tensors do
                     t.Dispose())
+
+    /// The header of the checkpoint at `path` (its model, training and tokenizer configuration), or the load error.
+    let readHeader (path: string) : Result<CheckpointHeader, string> =
+        load path
+        |> Result.map (fun loaded ->
+            for KeyValue(_, t) in loaded.Tensors do
+                t.Dispose()
+
+            loaded.Header)
 
     /// The model's parameters as checkpoint tensors "model.<name>".
     let weights (model: LongNetModel) : (string * torch.Tensor) list =

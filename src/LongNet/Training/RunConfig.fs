@@ -19,6 +19,8 @@ type TokenizerChoice =
     | LearnedBpe of vocabSize: int
     /// Byte-level BPE from a merges file written by `BytePairEncoding.toText`.
     | ByteBpeFile of merges: string
+    /// A tiktoken vocabulary shipped with the library: "gpt2" or "cl100k_base".
+    | TiktokenVocabulary of encoding: string
     /// The tokenizer stored in the checkpoint a run resumed from.
     | FromCheckpoint
 
@@ -165,7 +167,7 @@ module RunConfig =
             | Error e -> Error $"{what}: {e}"
             | Ok basis ->
                 let tokenizerNode = JsonFields.Reader(root.Object "tokenizer", "tokenizer")
-                tokenizerNode.RejectUnknown [ "kind"; "vocab"; "merges"; "vocabSize" ]
+                tokenizerNode.RejectUnknown [ "kind"; "vocab"; "merges"; "vocabSize"; "encoding" ]
 
                 let tokenizer =
                     match tokenizerNode.String("kind", "").ToLowerInvariant() with
@@ -195,8 +197,17 @@ module RunConfig =
                                 )
                             )
                         | p -> Ok(ByteBpeFile(Path.GetFullPath(Path.Combine(baseDir, p))))
+                    | "tiktoken" ->
+                        match tokenizerNode.String("encoding", "") with
+                        | e when List.contains e TiktokenTextTokenizer.Encodings -> Ok(TiktokenVocabulary e)
+                        | e ->
+                            let known = System.String.Join(", ", TiktokenTextTokenizer.Encodings)
+
+                            Error
+                                $"{what}: tokenizer.encoding must be one of {known} for a tiktoken tokenizer, got \"{e}\"."
                     | other ->
-                        Error $"{what}: tokenizer.kind must be \"byte\", \"bpe\" or \"byte-bpe\", got \"{other}\"."
+                        Error
+                            $"{what}: tokenizer.kind must be \"byte\", \"bpe\", \"byte-bpe\" or \"tiktoken\", got \"{other}\"."
 
                 let model = ModelConfig.ofJson "model" basis.Model (root.Object "model")
                 let train = TrainConfig.ofJson "train" basis.Train (root.Object "train")
@@ -239,6 +250,9 @@ module RunConfig =
         | ByteBpeFile m ->
             t.["kind"] <- JsonValue.Create "byte-bpe"
             t.["merges"] <- JsonValue.Create m
+        | TiktokenVocabulary encoding ->
+            t.["kind"] <- JsonValue.Create "tiktoken"
+            t.["encoding"] <- JsonValue.Create encoding
         | FromCheckpoint -> t.["kind"] <- JsonValue.Create "checkpoint"
 
         o.["tokenizer"] <- t
@@ -256,6 +270,7 @@ module RunConfig =
                 |> Result.mapError (fun e -> $"merges file '{m}': {e}")
             with :? IOException as e ->
                 Error $"merges file '{m}' cannot be read: {e.Message}"
+        | TiktokenVocabulary encoding -> Tokenizer.ofSpec (Tiktoken encoding)
         | LearnedBpe _ ->
             Error "this run learns its tokenizer from its training text; build it with RunConfig.tokenizerFor."
         | FromCheckpoint -> Error "this run takes its tokenizer from its checkpoint; load the checkpoint instead."

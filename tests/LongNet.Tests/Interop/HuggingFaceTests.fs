@@ -422,3 +422,127 @@ let ``longnet logits runs a Hugging Face folder on .npy ids and longnet export w
 
     Assert.Equal(2, code)
     Assert.Contains("--tokens", stderr)
+
+[<Fact>]
+let ``longnet import writes a checkpoint with the folder's weights and tokenizer, that train --init fine-tunes and export gives back``
+    ()
+    =
+    Native.ensureLoaded () |> ignore
+    use scope = torch.NewDisposeScope()
+    use dir = new TempDir "hf-import-cli"
+    let source = Path.Combine(dir.Path, "source")
+    Directory.CreateDirectory source |> ignore
+
+    let t =
+        { tiny 4 2 false with
+            Vocab = LongNet.Tests.TokenizerTests.pieces.Length
+        }
+
+    let stored =
+        writeFolder source t "LlamaForCausalLM" (randomWeights t 13L) torch.ScalarType.Float32 false
+
+    File.WriteAllBytes(Path.Combine(source, "tokenizer.model"), LongNet.Tests.TokenizerTests.sentencePieceModel ())
+    let checkpoint = dir.File "imported.ckpt"
+
+    let code, _, stderr =
+        capture LongNet.Cli.Pretrained.runImport [ "--from"; source; "--out"; checkpoint ]
+
+    Assert.True((code = 0), stderr)
+
+    // the checkpoint's model computes the Hugging Face definition's logits, and carries the tokenizer
+    let loaded =
+        LongNet.Training.Checkpoint.load checkpoint |> Result.defaultWith failwith
+
+    use model = new LongNetModel(loaded.Header.Model)
+
+    LongNet.Training.Checkpoint.loadWeights model loaded.Tensors
+    |> Result.defaultWith failwith
+
+    for KeyValue(_, w) in loaded.Tensors do
+        w.Dispose()
+
+    model.eval ()
+    let tokens = ids t
+
+    let diff =
+        use _ = torch.no_grad ()
+
+        (model.forward(tokens).to_type torch.float64 - referenceLogits t stored tokens).abs().max().item<float>()
+
+    Assert.True(diff <= 1e-4, $"logits differ by {diff:E2}")
+
+    match loaded.Header.Tokenizer with
+    | LongNet.Text.SentencePiece bytes ->
+        Assert.Equal<byte[]>(LongNet.Tests.TokenizerTests.sentencePieceModel (), bytes)
+    | other -> failwith $"the checkpoint's tokenizer is {other}"
+
+    // fine-tuning it as it is: its model and tokenizer, a text corpus, select-merge attention
+    let corpus = writeCorpus dir (String.replicate 200 "hello world held ")
+    let run = Path.Combine(dir.Path, "run")
+
+    let code, _, stderr =
+        capture
+            LongNet.Cli.Train.run
+            [
+                "--corpus"
+                corpus
+                "--init"
+                checkpoint
+                "--out"
+                run
+                "--steps"
+                "2"
+                "--seq-len"
+                "32"
+                "--attention"
+                "select-merge"
+                "--block-size"
+                "8"
+            ]
+
+    Assert.True((code = 0), stderr)
+
+    let tuned =
+        LongNet.Training.Checkpoint.readHeader (Path.Combine(run, "checkpoint.ckpt"))
+        |> Result.defaultWith failwith
+
+    Assert.Equal(2, tuned.Step)
+
+    match tuned.Model.Attention with
+    | AttentionKind.SelectMerge _ -> ()
+    | other -> failwith $"the fine-tuned model has {other} attention"
+
+    // exported again: the folder has the tokenizer file, byte for byte
+    let exported = Path.Combine(dir.Path, "exported")
+
+    let code, _, stderr =
+        capture LongNet.Cli.Pretrained.runExport [ "--model"; checkpoint; "--out"; exported ]
+
+    Assert.True((code = 0), stderr)
+
+    Assert.Equal<byte[]>(
+        LongNet.Tests.TokenizerTests.sentencePieceModel (),
+        File.ReadAllBytes(Path.Combine(exported, "tokenizer.model"))
+    )
+
+    // a folder without tokenizer.model imports for token ids only, and says so
+    File.Delete(Path.Combine(source, "tokenizer.model"))
+    let idsOnly = dir.File "ids-only.ckpt"
+
+    let code, _, stderr =
+        capture LongNet.Cli.Pretrained.runImport [ "--from"; source; "--out"; idsOnly ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("token ids only", stderr)
+
+    Assert.Equal(
+        LongNet.Text.IdsOnly t.Vocab,
+        (LongNet.Training.Checkpoint.readHeader idsOnly |> Result.defaultWith failwith).Tokenizer
+    )
+
+    // bad input: exit 2 naming the option
+    let code, _, stderr =
+        capture LongNet.Cli.Pretrained.runImport [ "--from"; dir.File "nowhere"; "--out"; idsOnly ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--from", stderr)
