@@ -1,5 +1,21 @@
 namespace LongNet.CSharp;
 
+/// <summary>An attention projection that can carry a low-rank adapter (LoRA).</summary>
+public enum LoraProjection
+{
+    /// <summary>The query projection.</summary>
+    Query,
+
+    /// <summary>The key projection.</summary>
+    Key,
+
+    /// <summary>The value projection.</summary>
+    Value,
+
+    /// <summary>The output projection.</summary>
+    Output,
+}
+
 /// <summary>Which local offset each head uses inside a segment of a group with dilation rate r.</summary>
 public enum HeadOffsets
 {

@@ -86,6 +86,7 @@ public sealed class LongNetModelBuilder
             DistanceBias = c.Position is global::LongNet.Modules.PositionEncoding.DistanceBiased biased ? biased.Item : FsRope.defaultDistanceBias,
             Norm = c.Norm,
             KvHeads = FSharpOption<int>.get_IsSome(c.KvHeads) ? c.KvHeads.Value : null,
+            Lora = c.Lora,
         };
     }
 
@@ -231,6 +232,33 @@ public sealed class LongNetModelBuilder
     public LongNetModelBuilder KeyValueHeads(int kvHeads) =>
         new(settings with { KvHeads = Checks.AtLeast(kvHeads, 1, nameof(kvHeads)) });
 
+    /// <summary>Low-rank adapters (LoRA) on the attention projections: each adapted projection W is used as W + (α / r)·B·A; training then updates only the adapters and the norms (ranges checked by <see cref="Build"/>).</summary>
+    /// <param name="rank">The rank r, in [1, embedding width].</param>
+    /// <param name="alpha">α, a finite number &gt; 0 (the update is scaled by α / r).</param>
+    /// <param name="targets">The adapted projections (default: query and value).</param>
+    /// <returns>A builder with these adapters.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="rank"/> is below 1 or <paramref name="alpha"/> is not a finite positive number.</exception>
+    public LongNetModelBuilder Lora(int rank, double alpha, params LoraProjection[] targets)
+    {
+        Checks.AtLeast(rank, 1, nameof(rank));
+        if (!double.IsFinite(alpha) || alpha <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(alpha), alpha, "alpha must be a finite number > 0.");
+        }
+
+        var chosen = targets is { Length: > 0 } ? targets : new[] { LoraProjection.Query, LoraProjection.Value };
+        var fsTargets = Microsoft.FSharp.Collections.ListModule.OfSeq(chosen.Select(t => t switch
+        {
+            LoraProjection.Query => global::LongNet.Modules.LoraTarget.QueryProjection,
+            LoraProjection.Key => global::LongNet.Modules.LoraTarget.KeyProjection,
+            LoraProjection.Value => global::LongNet.Modules.LoraTarget.ValueProjection,
+            LoraProjection.Output => global::LongNet.Modules.LoraTarget.OutputProjection,
+            _ => throw new ArgumentOutOfRangeException(nameof(targets), t, "targets must be Query, Key, Value or Output."),
+        }));
+        var lora = new global::LongNet.Modules.LoraSettings(rank, alpha, fsTargets);
+        return new(settings with { Lora = FSharpOption<global::LongNet.Modules.LoraSettings>.Some(lora) });
+    }
+
     /// <summary>The base θ of the rotary frequencies (default 10000).</summary>
     /// <param name="ropeBase">A finite number &gt; 1.</param>
     /// <returns>A builder with this base.</returns>
@@ -347,7 +375,7 @@ public sealed class LongNetModelBuilder
         var probe = new FsModelConfig(
             d.VocabSize, d.EmbedDim, d.Layers, d.Heads, d.FeedForwardDim, d.FeedForward, d.Groups, d.Offsets,
             d.Architecture, d.Position, d.Attention, method, d.SubLayerNorm, d.Dropout, d.Bias, d.TiedEmbeddings, d.LayerNormEpsilon,
-            d.MaxPositions, d.SmearedKeys, d.Norm, d.KvHeads);
+            d.MaxPositions, d.SmearedKeys, d.Norm, d.KvHeads, d.Lora);
         var result = FsModelConfigModule.validateScaling(probe);
         if (result.IsError)
         {
@@ -468,7 +496,8 @@ public sealed class LongNetModelBuilder
             settings.MaxPositions,
             settings.SmearedKeys,
             settings.Norm,
-            settings.KvHeads is { } kv ? FSharpOption<int>.Some(kv) : FSharpOption<int>.None);
+            settings.KvHeads is { } kv ? FSharpOption<int>.Some(kv) : FSharpOption<int>.None,
+            settings.Lora);
 
         var validated = FsModelConfigModule.validate(config);
         if (validated.IsError)
@@ -516,5 +545,8 @@ public sealed class LongNetModelBuilder
 
         /// <summary>Key/value heads (grouped-query attention); null: one per query head.</summary>
         internal int? KvHeads { get; init; }
+
+        /// <summary>Low-rank adapters on the attention projections; none by default.</summary>
+        internal FSharpOption<global::LongNet.Modules.LoraSettings> Lora { get; init; } = FSharpOption<global::LongNet.Modules.LoraSettings>.None;
     }
 }

@@ -126,7 +126,8 @@ public sealed class MultiheadDilatedAttentionBuilder
             settings.Bias,
             settings.LayerNormEpsilon,
             false,
-            heads);
+            heads,
+            Microsoft.FSharp.Core.FSharpOption<global::LongNet.Modules.LoraSettings>.None);
 
         var validated = FsAttentionSettingsModule.validate(fsSettings);
         if (validated.IsError)

@@ -34,6 +34,10 @@ Trains a LongNet language model (a Transformer whose attention is dilated attent
   --init CHECKPOINT start from that checkpoint's weights (fine-tuning, e.g. with --scaling crd-ntk); the
                     model must have the same shape; without --config/--preset the run takes the
                     checkpoint's model, tokenizer and training settings (e.g. a model from longnet import)
+  --lora-rank R     low-rank adapters (LoRA) of rank R on the attention projections: only the adapters
+                    and the norms train (the rest is frozen, with no optimizer state); export merges them
+  --lora-alpha A    the adapters' α: updates are scaled by α / R (default 2R)
+  --lora-targets L  the adapted projections, a comma list of q, k, v, o (default q,v)
   --ranks P         sequence parallel: split every training sequence over P processes started by mpirun
                     (each holds a contiguous slice; attention exchanges dilated keys/values over MPI;
                     gradients are summed so every rank takes the same step; rank 0 prints and saves):
@@ -64,6 +68,9 @@ let private valueOptions =
         "--seq-len"
         "--seed"
         "--ranks"
+        "--lora-rank"
+        "--lora-alpha"
+        "--lora-targets"
     ]
 
 let private switches = [ "--resume"; "--help" ] @ ModelOptions.switches
@@ -99,6 +106,50 @@ let private taskFrom (p: Args.Parsed) : TrainTask option =
     | Some "passkey" -> Some PasskeySamples
     | Some other -> raise (Args.UsageError $"--task must be text or passkey, got '{other}'.")
 
+/// Applies --lora-rank, --lora-alpha and --lora-targets (adapters only when --lora-rank is given).
+let private loraOverride (p: Args.Parsed) (m: ModelConfig) : ModelConfig =
+    match Args.optional p "--lora-rank" with
+    | None ->
+        for option in [ "--lora-alpha"; "--lora-targets" ] do
+            if (Args.optional p option).IsSome then
+                raise (Args.UsageError $"{option} needs --lora-rank (the adapters' rank).")
+
+        m
+    | Some text ->
+        let rank = Args.toInt "--lora-rank" 1L (int64 m.EmbedDim) text |> int
+
+        let alpha =
+            Args.optional p "--lora-alpha"
+            |> Option.map (Args.toFloat "--lora-alpha" true)
+            |> Option.defaultValue (2.0 * float rank)
+
+        let targets =
+            match Args.optional p "--lora-targets" with
+            | None -> Lora.defaults.Targets
+            | Some list ->
+                [
+                    for name in list.Split ',' do
+                        match Lora.tryParseTarget name with
+                        | Some t -> t
+                        | None ->
+                            raise (Args.UsageError $"--lora-targets must list q, k, v or o (e.g. q,v), got '{list}'.")
+                ]
+
+        let lora =
+            match
+                Lora.validate
+                    m.EmbedDim
+                    {
+                        Rank = rank
+                        Alpha = alpha
+                        Targets = targets
+                    }
+            with
+            | Ok l -> l
+            | Error e -> raise (Args.UsageError $"--lora-{e.Parameter.Substring 5}: {e.Message}")
+
+        { m with Lora = Some lora }
+
 /// Applies --steps, --seq-len, --seed, --task and the attention and scaling options to a configuration.
 let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
     let steps =
@@ -127,7 +178,7 @@ let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
         | TextWindows -> 1
 
     { c with
-        Model = ModelOptions.apply p seqLen shortestSample c.Model
+        Model = ModelOptions.apply p seqLen shortestSample c.Model |> loraOverride p
         Train =
             { c.Train with
                 Steps = defaultArg steps c.Train.Steps
@@ -160,6 +211,25 @@ let describe (session: TrainSession) (corpus: Corpus) =
              $"{DistanceBias.formName b.Form} distance bias (slopes {b.MaxSlope:G4} … {b.MinSlope:G4}), "
              + ModelOptions.describe m)
         (session.Model.ParameterCount.ToString("N0"))
+
+    m.Lora
+    |> Option.iter (fun l ->
+        let trained =
+            session.Model.named_parameters ()
+            |> Seq.sumBy (fun struct (name, p) ->
+                if LongNetModel.TrainedWithAdapters name then
+                    p.numel ()
+                else
+                    0L)
+
+        let targets = String.Join(",", l.Targets |> List.map Lora.targetName)
+
+        printfn
+            "LoRA: rank %d, alpha %g on %s; %s parameters train (adapters and norms), the rest is frozen"
+            l.Rank
+            l.Alpha
+            targets
+            (trained.ToString("N0")))
 
     printfn
         "data: %s — %s training and %s validation tokens (%s)"
@@ -377,11 +447,12 @@ let run (argv: string list) : int =
                 resume
                 && (modelOptionGiven
                     || (Args.optional p "--task").IsSome
-                    || (Args.optional p "--init").IsSome)
+                    || (Args.optional p "--init").IsSome
+                    || (Args.optional p "--lora-rank").IsSome)
             then
                 raise (
                     Args.UsageError
-                        "--task, --init and the attention and scaling options cannot change when resuming; start a new run in another --out."
+                        "--task, --init, --lora-rank and the attention and scaling options cannot change when resuming; start a new run in another --out."
                 )
 
             Args.required p "--out" |> ignore

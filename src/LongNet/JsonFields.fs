@@ -111,6 +111,20 @@ type Reader(node: JsonNode, section: string) =
             ]
         | Some v -> fail (qualified name) $"{qualified name} must be a list of integers, got {v.ToJsonString()}."
 
+    /// A list of strings, or `None` when the field is absent.
+    member _.StringList(name: string) : string list option =
+        match tryValue name with
+        | None -> None
+        | Some(:? JsonArray as items) ->
+            Some
+                [
+                    for item in items do
+                        match item with
+                        | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> v.GetValue<string>()
+                        | _ -> fail (qualified name) $"{qualified name} must hold strings, got {items.ToJsonString()}."
+                ]
+        | Some v -> fail (qualified name) $"{qualified name} must be a list of strings, got {v.ToJsonString()}."
+
     /// A list of JSON objects, or `None` when the field is absent.
     member _.ObjectList(name: string) : JsonNode list option =
         match tryValue name with

@@ -42,7 +42,8 @@ public sealed class BuilderEquivalenceTests
         };
         torch.manual_seed(9);
         using var core = new FsMultihead(
-            "core", new global::LongNet.Modules.AttentionSettings(12, 3, attention.Config, global::LongNet.Modules.AttentionKind.Dilated, fsPosition, subLayerNorm, 0.0, true, 1e-5, false, 3));
+            "core", new global::LongNet.Modules.AttentionSettings(12, 3, attention.Config, global::LongNet.Modules.AttentionKind.Dilated, fsPosition, subLayerNorm, 0.0, true, 1e-5, false, 3,
+                Microsoft.FSharp.Core.FSharpOption<global::LongNet.Modules.LoraSettings>.None));
 
         using var generator = new Generator(4, CPU);
         var x = randn([2, 19, 12], generator: generator);

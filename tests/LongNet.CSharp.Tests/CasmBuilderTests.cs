@@ -45,7 +45,7 @@ public sealed class CasmBuilderTests : IDisposable
         return new FsModelConfig(
             40, 16, 2, 2, 24, global::LongNet.Modules.FeedForwardKind.Gelu, global::LongNet.Groups.ofPairsOrRaise(Interop.ToFSharpList(new[] { Tuple.Create(8, 1), Tuple.Create(16, 2) })),
             global::LongNet.HeadOffsets.Paper, global::LongNet.Modules.Architecture.Decoder, d.Position, attention, scaling, false, 0.0, false,
-            true, 1e-5, 256, false, d.Norm, d.KvHeads);
+            true, 1e-5, 256, false, d.Norm, d.KvHeads, d.Lora);
     }
 
     private static void Throws<TException>(string parameter, Action action)

@@ -41,6 +41,37 @@ public sealed class PretrainedTests
     }
 
     [Fact]
+    public void A_model_with_Lora_adapters_starts_as_the_model_without_them_and_exports_merged()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), $"longnet-cs-lora-{Guid.NewGuid():N}");
+        try
+        {
+            using var scope = NewDisposeScope();
+            LongNetModelBuilder Llama() => LongNetModel.Create().Vocabulary(29).Embedding(16).Layers(2).Heads(4)
+                .FeedForward(24, FeedForwardKind.SwiGlu).RmsNorm().DenseAttention().Seed(4);
+            using var adapted = Llama().Lora(4, 8.0, LoraProjection.Query, LoraProjection.Output).Build();
+            using var plain = Llama().Build();
+            adapted.SavePretrained(folder);
+            using var imported = LongNetModel.FromPretrained(folder);
+            var ids = randint(29, [2, 11]);
+            using var noGrad = no_grad();
+            var merged = (adapted.Forward(ids) - imported.Forward(ids)).abs().max().item<float>();
+            Assert.True(merged < 1e-5f, $"the exported folder's logits differ by {merged}");
+            Assert.True(adapted.ParameterCount > plain.ParameterCount);
+            Assert.Throws<ArgumentOutOfRangeException>(() => Llama().Lora(0, 8.0));
+            Assert.Throws<ArgumentOutOfRangeException>(() => Llama().Lora(2, double.NaN));
+            Assert.ThrowsAny<ArgumentException>(() => Llama().Lora(17, 8.0).Build());
+        }
+        finally
+        {
+            if (Directory.Exists(folder))
+            {
+                Directory.Delete(folder, true);
+            }
+        }
+    }
+
+    [Fact]
     public void Bad_folders_and_layouts_are_refused()
     {
         Assert.Throws<ArgumentException>(() => LongNetModel.FromPretrained(""));

@@ -149,6 +149,7 @@ let private settingsOf (c: LayerCase) : AttentionSettings =
         LayerNormEpsilon = 1e-5
         SmearedKeys = false
         KvHeads = c.Heads
+        Lora = None
     }
 
 /// The parameters the settings' error may name (empty: the settings are valid).

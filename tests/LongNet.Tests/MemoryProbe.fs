@@ -84,6 +84,7 @@ let attentionLayer () : MultiheadDilatedAttention =
             LayerNormEpsilon = 1e-5
             SmearedKeys = false
             KvHeads = 4
+            Lora = None
         }
     )
 

@@ -42,6 +42,7 @@ let private attentionSettings position causal =
         LayerNormEpsilon = 1e-5
         SmearedKeys = false
         KvHeads = 3
+        Lora = None
     }
 
 let private maxDiff (a: torch.Tensor) (b: torch.Tensor) =

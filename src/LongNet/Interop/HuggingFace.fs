@@ -360,8 +360,8 @@ let configJson (config: ModelConfig) (dtype: string) : JsonObject =
     o
 
 /// Writes a LongNet model with the Llama layout as a Hugging Face folder: config.json and
-/// model.safetensors with Hugging Face names, rows of q and k back in "rotate half" order, tensors in
-/// `dtype` (float32, float16 or bfloat16). Each file is written atomically; the folder is created.
+/// model.safetensors with Hugging Face names, rows of q and k back in "rotate half" order, low-rank
+/// adapters merged into their projections, tensors in `dtype` (float32, float16 or bfloat16). Each file is written atomically; the folder is created.
 let save (model: LongNetModel) (folder: string) (dtype: torch.ScalarType) : Result<unit, string> =
     let config = model.Config
 
@@ -380,8 +380,8 @@ let save (model: LongNetModel) (folder: string) (dtype: torch.ScalarType) : Resu
             use _ = torch.no_grad ()
             let d = config.EmbedDim / config.Heads
 
-            let parameters =
-                dict [ for struct (n, p) in model.named_parameters () -> n, p :> torch.Tensor ]
+            // adapters folded into their projections: the Hugging Face model has none
+            let parameters = dict (model.MergedWeights())
 
             let tensors =
                 [

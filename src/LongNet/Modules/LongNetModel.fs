@@ -237,6 +237,40 @@ type LongNetModel(config: ModelConfig) as this =
     /// The validated configuration.
     member _.Config = config
 
+    /// Whether the parameter `name` trains in a model with low-rank adapters: the adapters and the norms.
+    static member TrainedWithAdapters(name: string) : bool =
+        Lora.isAdapterParameter name
+        || name.Contains "layer_norm"
+        || name.Contains "inner_attn_ln"
+        || name.Contains ".subln."
+
+    /// The model's weights with every adapter folded into its projection (W + (α / r)·B·A), by parameter
+    /// name, adapter factors left out — the weights of the same model without adapters (detached).
+    member m.MergedWeights() : (string * torch.Tensor) list =
+        let merged =
+            dict
+                [
+                    for i in 0 .. config.Layers - 1 do
+                        let attention = blocks.[i].Attention
+
+                        for target, projection in
+                            [
+                                QueryProjection, "q_proj"
+                                KeyProjection, "k_proj"
+                                ValueProjection, "v_proj"
+                                OutputProjection, "out_proj"
+                            ] do
+                            $"layers.{i}.self_attn.{projection}.weight", attention.MergedWeight target
+                ]
+
+        [
+            for struct (name, p) in m.named_parameters () do
+                if not (Lora.isAdapterParameter name) then
+                    match merged.TryGetValue name with
+                    | true, w -> name, w
+                    | _ -> name, p.detach ()
+        ]
+
     /// The dilated-attention configuration shared by every block.
     member _.Dilated = dilated
 

@@ -61,6 +61,9 @@ type ModelConfig =
         /// Key/value heads for grouped-query attention (each shared by heads / kvHeads query heads);
         /// `None`: one per query head.
         KvHeads: int option
+        /// Low-rank adapters on the attention projections (`None`: none); with them, training updates
+        /// only the adapters and the norms.
+        Lora: LoraSettings option
     }
 
 /// Defaults, validation and JSON of `ModelConfig`.
@@ -89,6 +92,7 @@ module ModelConfig =
             SmearedKeys = false
             Norm = LayerNormalization
             KvHeads = None
+            Lora = None
         }
 
     /// The select-and-merge options written for a model that does not use them (and read when absent).
@@ -203,6 +207,7 @@ module ModelConfig =
             LayerNormEpsilon = c.LayerNormEpsilon
             SmearedKeys = c.SmearedKeys
             KvHeads = c.KvHeads |> Option.defaultValue c.Heads
+            Lora = c.Lora
         }
 
     /// Checks every field; the error names the first offending one (as in the JSON file).
@@ -472,6 +477,22 @@ module ModelConfig =
         set "norm" (text (NormKind.name c.Norm))
         // written only for grouped-query attention, so that a change of heads alone is one difference
         c.KvHeads |> Option.iter (fun k -> set "kvHeads" (int k))
+        // written only for an adapted model, like kvHeads
+        c.Lora
+        |> Option.iter (fun l ->
+            set
+                "lora"
+                (JsonObject(
+                    dict
+                        [
+                            "rank", int l.Rank
+                            "alpha", float l.Alpha
+                            "targets",
+                            JsonArray(l.Targets |> List.map (fun t -> text (Lora.targetName t)) |> Array.ofList)
+                            :> JsonNode
+                        ]
+                )))
+
         o
 
     /// The names of the JSON fields.
@@ -504,9 +525,41 @@ module ModelConfig =
             "smearedKeys"
             "norm"
             "kvHeads"
+            "lora"
         ]
 
     /// The older JSON form of the groups: parallel lists of segment lengths and dilation rates.
+    /// The adapters of a model's JSON `lora` object ({ "rank", "alpha", "targets": ["q", "v"] }; absent:
+    /// `fallback`); ranges are checked with the model (`Lora.validate`).
+    let private loraOfJson (parent: JsonFields.Reader) (field: string) (fallback: LoraSettings option) =
+        if not (parent.Has "lora") then
+            fallback
+        else
+            let r = JsonFields.Reader(parent.Object "lora", field)
+            r.RejectUnknown [ "rank"; "alpha"; "targets" ]
+            let basis = fallback |> Option.defaultValue Lora.defaults
+
+            let targets =
+                match r.StringList "targets" with
+                | None -> basis.Targets
+                | Some names ->
+                    names
+                    |> List.map (fun n ->
+                        match Lora.tryParseTarget n with
+                        | Some t -> t
+                        | None ->
+                            JsonFields.fail
+                                $"{field}.targets"
+                                $"{field}.targets must hold \"q\", \"k\", \"v\" or \"o\", got \"{n}\".")
+
+            Some
+                {
+                    Rank = r.Int("rank", basis.Rank, 1, Int32.MaxValue)
+                    Alpha =
+                        r.Float("alpha", basis.Alpha, (fun x -> Double.IsFinite x && x > 0.0), "a finite number > 0")
+                    Targets = targets
+                }
+
     let private legacyGroupFields = [ "segmentLengths"; "dilationRates" ]
 
     /// The groups of a model's JSON: `groups` ([{ "segmentLength", "dilationRate" }, …]) or, as older
@@ -720,6 +773,7 @@ module ModelConfig =
                 SmearedKeys = r.Bool("smearedKeys", fallback.SmearedKeys)
                 Norm = norm
                 KvHeads = kvHeads
+                Lora = loraOfJson r (qualified "lora") fallback.Lora
             })
         |> Result.bind (fun c ->
             validate c

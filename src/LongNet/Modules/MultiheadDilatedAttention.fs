@@ -76,6 +76,8 @@ type AttentionSettings =
         /// Key/value heads (grouped-query attention): a divisor of `Heads`; query head j reads key/value
         /// head j / (Heads / KvHeads). Equal to `Heads` for ordinary multi-head attention.
         KvHeads: int
+        /// Low-rank adapters on the projections (`None`: none).
+        Lora: LoraSettings option
     }
 
 /// Validation of `AttentionSettings`.
@@ -94,6 +96,12 @@ module AttentionSettings =
             error "kvHeads" $"kvHeads must be a divisor of heads ({s.Heads}), got {s.KvHeads}."
         elif not (s.Dropout >= 0.0 && s.Dropout < 1.0) then
             error "dropout" $"dropout must be in [0, 1), got {s.Dropout}."
+        elif
+            (match s.Lora with
+             | Some lora -> Result.isError (Lora.validate s.Embed lora)
+             | None -> false)
+        then
+            Lora.validate s.Embed s.Lora.Value |> Result.map (fun _ -> s)
         else
             let selectMerge =
                 match s.Attention with
@@ -174,6 +182,47 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         this.register_module ("out_proj", output)
         this.register_module ("dropout", dropout)
         subLayerNorm |> Option.iter (fun m -> this.register_module ("inner_attn_ln", m))
+
+    // the adapted projections and their input and output widths
+    let adapted =
+        match settings.Lora with
+        | None -> []
+        | Some lora ->
+            lora.Targets
+            |> List.map (fun target ->
+                target,
+                match target with
+                | QueryProjection -> e, e
+                | KeyProjection
+                | ValueProjection -> e, kvE
+                | OutputProjection -> e, e)
+
+    // A [r, in] uniform in ±1/√in (as a linear layer's weight), B [out, r] zero: the update starts at 0
+    do
+        for target, (inputs, outputs) in adapted do
+            let rank = int64 settings.Lora.Value.Rank
+            let bound = 1.0 / sqrt (float inputs)
+            let a = Parameter((torch.rand (rank, inputs) * 2.0 - 1.0) * bound)
+            let b = Parameter(torch.zeros (outputs, rank))
+
+            for factor, p in [ 'a', a; 'b', b ] do
+                p.DetachFromDisposeScope() |> ignore
+                this.register_parameter (Lora.parameterName target factor, p)
+
+    let loraScaling =
+        settings.Lora |> Option.map Lora.scaling |> Option.defaultValue 0.0
+
+    // y = W x (+ bias) + (α / r)·B·A x where the projection carries an adapter
+    let project (target: LoraTarget) (linear: Linear) (x: torch.Tensor) =
+        let y = linear.forward x
+
+        if adapted |> List.exists (fun (t, _) -> t = target) then
+            // looked up by name: moving the module to another dtype or device replaces the parameter
+            let a = this.get_parameter (Lora.parameterName target 'a')
+            let b = this.get_parameter (Lora.parameterName target 'b')
+            y + x.matmul(a.t ()).matmul(b.t ()) * loraScaling
+        else
+            y
 
     // the dilated configuration with the position encoding's distance bias, if any
     let dilated =
@@ -306,7 +355,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             | Some m -> m.forward merged
             | None -> merged
 
-        dropout.forward (output.forward merged)
+        dropout.forward (project OutputProjection output merged)
 
     /// The settings this layer was built with.
     member _.Settings = settings
@@ -316,6 +365,25 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
 
     /// The query, key, value and output projections (for initialisation), in that order.
     member _.Projections: Linear list = [ query; key; value; output ]
+
+    /// The weight of a projection with its adapter folded in, W + (α / r)·B·A (detached; W itself when
+    /// the projection has no adapter).
+    member _.MergedWeight(target: LoraTarget) : torch.Tensor =
+        use _ = torch.no_grad ()
+
+        let linear =
+            match target with
+            | QueryProjection -> query
+            | KeyProjection -> key
+            | ValueProjection -> value
+            | OutputProjection -> output
+
+        if adapted |> List.exists (fun (t, _) -> t = target) then
+            let a = this.get_parameter (Lora.parameterName target 'a')
+            let b = this.get_parameter (Lora.parameterName target 'b')
+            (linear.weight + b.matmul a * loraScaling).detach()
+        else
+            linear.weight.detach ()
 
     /// Whether the layer can decode incrementally against a `LayerCache` (dilated or dense, causal).
     member _.SupportsCache =
@@ -332,12 +400,15 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         use scope = torch.NewDisposeScope()
         let n = x.shape.[1]
 
-        let rawKeys = key.forward x
+        let rawKeys = project KeyProjection key x
 
         let q, k =
-            Rope.apply (rotates positions) (splitHeads (query.forward x)) (splitKeyValueHeads (smear None rawKeys))
+            Rope.apply
+                (rotates positions)
+                (splitHeads (project QueryProjection query x))
+                (splitKeyValueHeads (smear None rawKeys))
 
-        let v = splitKeyValueHeads (value.forward x)
+        let v = splitKeyValueHeads (project ValueProjection value x)
 
         match cache with
         | Some _ when not m.SupportsCache ->
@@ -367,9 +438,12 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         use scope = torch.NewDisposeScope()
 
         let q, k =
-            Rope.apply tables (splitHeads (query.forward x)) (splitKeyValueHeads (key.forward x))
+            Rope.apply
+                tables
+                (splitHeads (project QueryProjection query x))
+                (splitKeyValueHeads (project KeyProjection key x))
 
-        let v = splitKeyValueHeads (value.forward x)
+        let v = splitKeyValueHeads (project ValueProjection value x)
         let attended = slice.Attend(dilated, q, k, v)
         (finish attended).MoveToOuterDisposeScope()
 
@@ -396,10 +470,10 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         let q, k =
             Rope.apply
                 (rotates positions)
-                (splitHeads (query.forward queryInput))
-                (splitKeyValueHeads (smear None (key.forward keyInput)))
+                (splitHeads (project QueryProjection query queryInput))
+                (splitKeyValueHeads (smear None (project KeyProjection key keyInput)))
 
-        let v = splitKeyValueHeads (value.forward valueInput)
+        let v = splitKeyValueHeads (project ValueProjection value valueInput)
         let attended = attend (ownRotation positions) q k v
         (finish attended).MoveToOuterDisposeScope()
 
@@ -431,7 +505,7 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         use scope = torch.NewDisposeScope()
         let p = cache.Next
 
-        let rawKey = key.forward x
+        let rawKey = project KeyProjection key x
 
         let smeared =
             match cache.PreviousKey with
@@ -439,9 +513,9 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             | None -> smear None rawKey
 
         let q, k =
-            Rope.apply tables (splitHeads (query.forward x)) (splitKeyValueHeads smeared)
+            Rope.apply tables (splitHeads (project QueryProjection query x)) (splitKeyValueHeads smeared)
 
-        let v = splitKeyValueHeads (value.forward x)
+        let v = splitKeyValueHeads (project ValueProjection value x)
 
         if settings.SmearedKeys then
             cache.SetPreviousKey rawKey

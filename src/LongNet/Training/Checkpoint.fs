@@ -262,7 +262,8 @@ module Checkpoint =
                         corrupt path e.Message
 
     /// Copies the stored "model.<name>" tensors into the model's parameters; fails naming the first
-    /// missing or mis-shaped one, and then leaves every parameter as it was.
+    /// missing or mis-shaped one, and then leaves every parameter as it was. Low-rank adapters the
+    /// checkpoint lacks (fine-tuning a model that had none) keep their initial values.
     let loadWeights (model: LongNetModel) (tensors: Map<string, torch.Tensor>) : Result<unit, string> =
         use _ = torch.no_grad ()
         let parameters = [ for struct (name, p) in model.named_parameters () -> name, p ]
@@ -271,6 +272,7 @@ module Checkpoint =
             [
                 for name, p in parameters do
                     match tensors.TryFind $"model.{name}" with
+                    | None when Lora.isAdapterParameter name -> ()
                     | None -> $"the checkpoint lacks the weight '{name}'"
                     | Some t when t.shape <> p.shape ->
                         $"the weight '{name}' has shape {String.Join('×', t.shape)} in the checkpoint and {String.Join('×', p.shape)} in the model"
@@ -280,7 +282,9 @@ module Checkpoint =
         match problems with
         | [] ->
             for name, p in parameters do
-                p.copy_ tensors.[$"model.{name}"] |> ignore
+                match tensors.TryFind $"model.{name}" with
+                | Some t -> p.copy_ t |> ignore
+                | None -> ()
 
             Ok()
         | first :: _ -> Error first

@@ -112,7 +112,18 @@ type TrainSession
 
         let parameters = [ for struct (name, p) in model.named_parameters () -> name, p ]
 
-        model, new AdamW(parameters, TrainConfig.adamW config.Train)
+        // with adapters only they and the norms train; the rest is frozen and holds no optimizer state
+        let trainable =
+            match config.Model.Lora with
+            | None -> parameters
+            | Some _ ->
+                for name, p in parameters do
+                    p.requires_grad <- LongNetModel.TrainedWithAdapters name
+
+                parameters
+                |> List.filter (fun (name, _) -> LongNetModel.TrainedWithAdapters name)
+
+        model, new AdamW(trainable, TrainConfig.adamW config.Train)
 
     static let checkSplit (split: ICommunicator option) (model: ModelConfig) (train: TrainConfig) =
         match split with
