@@ -139,12 +139,33 @@ let readConfig (folder: string) : PretrainedConfig =
         if flag name false then
             fail path $"'{name}' is true; LongNet's Llama layers have no biases"
 
-    match node "rope_scaling" with
-    | Some n when n.GetValueKind() <> JsonValueKind.Null ->
-        fail
-            path
-            $"'rope_scaling' ({n.ToJsonString()}) is not supported on import; import the unscaled model and choose a position scaling in LongNet"
-    | _ -> ()
+    // rope_scaling: only the types whose definition equals one of LongNet's scalings exactly
+    let scaling =
+        match node "rope_scaling" with
+        | Some n when n.GetValueKind() = JsonValueKind.Object ->
+            let o = n.AsObject()
+
+            let kind =
+                [ "rope_type"; "type" ]
+                |> List.tryPick (fun key ->
+                    match o.[key] with
+                    | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> Some(v.GetValue<string>())
+                    | _ -> None)
+
+            match kind with
+            | Some "default" -> PlainRope
+            | Some "linear" ->
+                match o.["factor"] with
+                | :? JsonValue as v when v.GetValueKind() = JsonValueKind.Number && v.GetValue<float>() >= 1.0 ->
+                    Interpolation(v.GetValue<float>())
+                | _ -> fail path $"'rope_scaling' linear needs a 'factor' ≥ 1, got {n.ToJsonString()}"
+            | _ ->
+                fail
+                    path
+                    $"'rope_scaling' ({n.ToJsonString()}) is not supported on import: only \"linear\" (position interpolation) equals a LongNet scaling exactly (LongNet's dynamic NTK and YaRN follow their papers, not Hugging Face's variants); import the unscaled model and choose a position scaling in LongNet"
+        | Some n when n.GetValueKind() <> JsonValueKind.Null ->
+            fail path $"'rope_scaling' must be an object or null, got {n.ToJsonString()}"
+        | _ -> PlainRope
 
     let notes =
         match architecture, node "sliding_window" with
@@ -172,7 +193,7 @@ let readConfig (folder: string) : PretrainedConfig =
                         Scaling = Unscaled
                     }
             Attention = AttentionKind.Dense
-            PositionScaling = PlainRope
+            PositionScaling = scaling
             SubLayerNorm = false
             Dropout = 0.0
             Bias = false
@@ -247,9 +268,14 @@ let private checkLayout (config: ModelConfig) : Result<unit, string> =
         Error "model.smearedKeys: Llama checkpoints have no smeared keys."
     elif config.Architecture <> Decoder then
         Error "model.architecture: Llama checkpoints are causal decoders."
-    elif config.PositionScaling <> PlainRope then
+    elif
+        (match config.PositionScaling with
+         | PlainRope
+         | Interpolation _ -> false
+         | _ -> true)
+    then
         Error
-            "model.positionScaling: only plain RoPE is written (config.json gets no rope_scaling); export the unscaled model."
+            "model.positionScaling: only plain RoPE and position interpolation (rope_scaling \"linear\") map to Llama checkpoints; export the unscaled model."
     else
         match config.Position with
         | Rope _ -> Ok()
@@ -352,7 +378,19 @@ let configJson (config: ModelConfig) (dtype: string) : JsonObject =
     o.["max_position_embeddings"] <- JsonValue.Create config.MaxPositions
     o.["rms_norm_eps"] <- JsonValue.Create config.LayerNormEpsilon
     o.["rope_theta"] <- JsonValue.Create theta
-    o.["rope_scaling"] <- null
+
+    o.["rope_scaling"] <-
+        match config.PositionScaling with
+        | Interpolation factor ->
+            JsonObject(
+                dict
+                    [
+                        "rope_type", JsonValue.Create "linear" :> JsonNode
+                        "factor", JsonValue.Create factor
+                    ]
+            )
+        | _ -> null
+
     o.["tie_word_embeddings"] <- JsonValue.Create config.TiedEmbeddings
     o.["attention_bias"] <- JsonValue.Create false
     o.["mlp_bias"] <- JsonValue.Create false

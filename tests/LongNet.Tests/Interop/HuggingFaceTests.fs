@@ -32,6 +32,8 @@ type private Tiny =
         Theta: float
         Eps: float
         Tied: bool
+        /// rope_scaling "linear" factor (1: no rope_scaling).
+        LinearScaling: float
     }
 
 let private tiny heads kvHeads tied =
@@ -45,6 +47,7 @@ let private tiny heads kvHeads tied =
         Theta = 500.0
         Eps = 1e-5
         Tied = tied
+        LinearScaling = 1.0
     }
 
 /// Random weights with Hugging Face names (float32, scaled to keep activations moderate).
@@ -87,6 +90,9 @@ let private configText (t: Tiny) (architecture: string) (extra: (string * JsonNo
     o.["rms_norm_eps"] <- JsonValue.Create t.Eps
     o.["rope_theta"] <- JsonValue.Create t.Theta
     o.["tie_word_embeddings"] <- JsonValue.Create t.Tied
+
+    if t.LinearScaling > 1.0 then
+        o.["rope_scaling"] <- JsonNode.Parse $"""{{"type": "linear", "factor": {t.LinearScaling}}}"""
 
     for name, value in extra do
         o.[name] <- value
@@ -148,9 +154,11 @@ let private referenceLogits (t: Tiny) (w: Map<string, Tensor>) (ids: Tensor) : T
     let mutable x =
         w.["model.embed_tokens.weight"].index_select(0L, ids.flatten ()).view(b, n, -1L)
 
+    // LlamaLinearScalingRotaryEmbedding: inv_freq / factor
     let inverse =
         1.0
         / torch.pow (t.Theta, torch.arange (0L, d, 2L, dtype = torch.float64) / float d)
+        / t.LinearScaling
 
     let freqs = torch.outer (torch.arange (n, dtype = torch.float64), inverse)
     let angles = torch.cat ([| freqs; freqs |], -1L)
@@ -546,3 +554,58 @@ let ``longnet import writes a checkpoint with the folder's weights and tokenizer
 
     Assert.Equal(2, code)
     Assert.Contains("--from", stderr)
+
+[<Fact>]
+let ``a linear rope_scaling imports as position interpolation with the definition's logits, and exports back`` () =
+    Native.ensureLoaded () |> ignore
+    use scope = torch.NewDisposeScope()
+    use source = new TempDir "hf-linear-in"
+    use target = new TempDir "hf-linear-out"
+
+    let t =
+        { tiny 4 2 false with
+            LinearScaling = 4.0
+        }
+
+    let stored =
+        writeFolder source.Path t "LlamaForCausalLM" (randomWeights t 21L) torch.ScalarType.Float32 false
+
+    let model, pretrained = importOrFail source.Path
+    use model = model
+    Assert.Equal(Interpolation 4.0, pretrained.Model.PositionScaling)
+    let tokens = ids t
+
+    let logits =
+        use _ = torch.no_grad ()
+        model.forward(tokens).to_type torch.float64
+
+    let diff = (logits - referenceLogits t stored tokens).abs().max().item<float>()
+    Assert.True(diff <= 1e-4, $"logits differ by {diff:E2}")
+    // the unscaled reference differs: the factor matters at these positions
+    let plain = referenceLogits { t with LinearScaling = 1.0 } stored tokens
+    Assert.True((logits - plain).abs().max().item<float>() > 1e-3)
+
+    HuggingFace.save model target.Path torch.ScalarType.Float32
+    |> Result.defaultWith failwith
+
+    let config =
+        JsonNode.Parse(File.ReadAllText(Path.Combine(target.Path, "config.json")))
+
+    Assert.Equal("linear", config.["rope_scaling"].["rope_type"].GetValue<string>())
+    Assert.Equal(4.0, config.["rope_scaling"].["factor"].GetValue<float>())
+    let again, _ = importOrFail target.Path
+    use again = again
+    Assert.Equal(Interpolation 4.0, again.Config.PositionScaling)
+
+    // other types are refused, naming the field and the type
+    for text in [ """{"rope_type": "dynamic", "factor": 2}"""; """{"type": "linear"}"""; "3" ] do
+        File.WriteAllText(
+            Path.Combine(source.Path, "config.json"),
+            configText { t with LinearScaling = 1.0 } "LlamaForCausalLM" [ "rope_scaling", JsonNode.Parse text ]
+        )
+
+        match HuggingFace.load source.Path id with
+        | Ok(m, _) ->
+            m.Dispose()
+            failwith $"accepted rope_scaling {text}"
+        | Error e -> Assert.Contains("rope_scaling", e)
