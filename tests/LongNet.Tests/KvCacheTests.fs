@@ -236,3 +236,30 @@ let ``stepping an encoder is refused with a clear error`` () =
         Assert.Throws<InvalidOperationException>(fun () -> model.Step(torch.tensor [| 1L |], cache) |> ignore)
 
     Assert.Contains("decoder", e.Message)
+
+[<Fact>]
+let ``a grouped-query model's cache holds its key/value heads, not a copy per query head`` () =
+    init.Force()
+
+    let c =
+        { ModelConfig.defaults with
+            VocabSize = 11
+            EmbedDim = 16
+            Heads = 4
+            KvHeads = Some 1
+            Layers = 2
+            FeedForwardDim = 8
+            Groups = Groups.ofPairsOrRaise [ 8, 1; 16, 2 ]
+        }
+
+    use model = new LongNetModel(c)
+    use cache = model.NewCache()
+    use _ = torch.no_grad ()
+    let prompt = torch.tensor([| 1L; 2L; 3L; 4L; 5L |]).unsqueeze 0L
+    model.Prefill(prompt, cache) |> ignore
+    model.Step(torch.tensor [| 6L |], cache) |> ignore
+
+    for i in 0 .. cache.Layers - 1 do
+        let layer = cache.Layer i
+        Assert.Equal<int64[]>([| 1L; 1L; 6L; 4L |], layer.Keys.Value.shape)
+        Assert.Equal<int64[]>([| 1L; 1L; 6L; 4L |], layer.Values.Value.shape)

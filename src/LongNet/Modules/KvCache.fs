@@ -28,9 +28,9 @@ type LayerCache() =
     let mutable previousKey: torch.Tensor option = None
     let mutable start = 0L
 
-    /// Cached keys `[b, h, rows, d]`, if any.
+    /// Cached keys `[b, kvHeads, rows, d]` (one per key/value head), if any.
     member _.Keys = keys
-    /// Cached values `[b, h, rows, d]`, if any.
+    /// Cached values `[b, kvHeads, rows, d]`, if any.
     member _.Values = values
     /// The position of row 0.
     member _.Start = start
@@ -60,7 +60,7 @@ type LayerCache() =
         values <- Some(v.detach().contiguous().clone().DetachFromDisposeScope())
         start <- first
 
-    /// Appends rows `[b, h, m, d]` at positions Next … Next + m − 1.
+    /// Appends rows `[b, kvHeads, m, d]` at positions Next … Next + m − 1.
     member c.Append(k: torch.Tensor, v: torch.Tensor) =
         match keys, values with
         | Some oldK, Some oldV ->
@@ -196,11 +196,25 @@ module KvCache =
                         let valid =
                             Array.init (heads * slots) (fun k -> k % slots < perHead.[k / slots].Length)
 
-                        let index =
-                            torch
-                                .tensor(rows, device = device)
-                                .view(1L, int64 heads, int64 slots, 1L)
-                                .expand(b, int64 heads, int64 slots, d)
+                        // the cache may hold fewer key/value heads than query heads (grouped-query
+                        // attention): query head j reads key/value head j / g, gathered through a
+                        // broadcast view, so the cache is never copied per query head
+                        let kvHeads = keys.shape.[1]
+                        let g = int64 heads / kvHeads
+                        let cached = keys.shape.[2]
+
+                        let gatherRows (source: torch.Tensor) =
+                            let index =
+                                torch
+                                    .tensor(rows, device = device)
+                                    .view(1L, kvHeads, g, int64 slots, 1L)
+                                    .expand(b, kvHeads, g, int64 slots, d)
+
+                            source
+                                .unsqueeze(2L)
+                                .expand(b, kvHeads, g, cached, d)
+                                .gather(3L, index)
+                                .reshape(b, int64 heads, int64 slots, d)
 
                         let keyValid =
                             torch.tensor(valid, device = device).view(1L, int64 heads, int64 slots)
@@ -210,8 +224,8 @@ module KvCache =
                                 .tensor(perHead |> Array.map (fun ps -> ps.Length > 0), device = device)
                                 .view(1L, int64 heads, 1L)
 
-                        let k = keys.gather (2L, index)
-                        let v = values.gather (2L, index)
+                        let k = gatherRows keys
+                        let v = gatherRows values
 
                         // [1, h, 1, slots]: −slope · f(p − key position) per head and slot
                         let bias =

@@ -337,13 +337,18 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         x.view(x.shape.[0], x.shape.[1], h, d).transpose(1L, 2L)
 
     // [b, n, kvHeads·d] → [b, h, n, d]: each key/value head repeated for the query heads that share it
-    let splitKeyValueHeads (x: torch.Tensor) =
-        let heads = x.view(x.shape.[0], x.shape.[1], kvHeads, d).transpose(1L, 2L)
+    // keys or values [b, n, kvHeads·d] → [b, kvHeads, n, d]: the form the KV cache stores
+    let splitCompact (x: torch.Tensor) =
+        x.view(x.shape.[0], x.shape.[1], kvHeads, d).transpose(1L, 2L)
 
+    // [b, kvHeads, n, d] → [b, h, n, d]: key/value head i serves query heads i·g … i·g + g − 1
+    let expandHeads (x: torch.Tensor) =
         if kvHeads = h then
-            heads
+            x
         else
-            heads.repeat_interleave (h / kvHeads, 1L)
+            x.repeat_interleave (h / kvHeads, 1L)
+
+    let splitKeyValueHeads (x: torch.Tensor) = expandHeads (splitCompact x)
 
     let finish (attended: torch.Tensor) =
         // [b, h, n, d] → [b, n, e] → sub-LN → out projection → dropout
@@ -402,26 +407,29 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
 
         let rawKeys = project KeyProjection key x
 
-        let q, k =
+        let q, compactKeys =
             Rope.apply
                 (rotates positions)
                 (splitHeads (project QueryProjection query x))
-                (splitKeyValueHeads (smear None rawKeys))
+                (splitCompact (smear None rawKeys))
 
-        let v = splitKeyValueHeads (project ValueProjection value x)
+        let compactValues = splitCompact (project ValueProjection value x)
 
         match cache with
         | Some _ when not m.SupportsCache ->
             invalidOp "select-and-merge attention has no KV cache; decode by recomputing the full forward."
         | Some c ->
+            // the cache holds the kvHeads heads, not their copies per query head
             let first = KvCache.firstNeeded dilated n
-            c.Reset(first, k.narrow (2L, first, n - first), v.narrow (2L, first, n - first))
+            c.Reset(first, compactKeys.narrow (2L, first, n - first), compactValues.narrow (2L, first, n - first))
 
             if settings.SmearedKeys then
                 c.SetPreviousKey(rawKeys.narrow (1L, n - 1L, 1L))
         | None -> ()
 
-        let attended = attend (ownRotation positions) q k v
+        let attended =
+            attend (ownRotation positions) q (expandHeads compactKeys) (expandHeads compactValues)
+
         (finish attended).MoveToOuterDisposeScope()
 
     /// Self-attention of this rank's slice `[b, slice.Length, e]` of a sequence split over the ranks of
@@ -513,9 +521,9 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             | None -> smear None rawKey
 
         let q, k =
-            Rope.apply tables (splitHeads (project QueryProjection query x)) (splitKeyValueHeads smeared)
+            Rope.apply tables (splitHeads (project QueryProjection query x)) (splitCompact smeared)
 
-        let v = splitKeyValueHeads (project ValueProjection value x)
+        let v = splitCompact (project ValueProjection value x)
 
         if settings.SmearedKeys then
             cache.SetPreviousKey rawKey
