@@ -19,6 +19,8 @@ let help =
               [--block-size 64] [--top-k 4] [--json PATH] [--plots DIR]
 longnet bench --dist [--ranks 1,2,4,8] [--n 65536] [--segments …] [--rates …] [--heads 8] [--head-dim 64]
               [--causal] [--json PATH] [--plots DIR]
+longnet bench --model PRESET [--seq-len 256,1024,4096,16384] [--tokens-per-step N] [--steps 3]
+              [--seed 1] [--json PATH]
 
 Times forward (fwd) and forward+backward (fwdbwd) of dilated attention and of dense attention
 (libtorch scaled_dot_product_attention) on the same random inputs: the median of --repeats runs
@@ -30,6 +32,12 @@ to exceed --max-dense-seconds are skipped. Defaults: N = 2K…128K on CPU (up to
 8 heads, head dim 64, float32 on CPU / bfloat16 on CUDA, groups 2048,4096,8192 / 1,2,4 (clipped to N).
 --impls selectmerge adds CASM select-and-merge attention (explicit masked softmax; blocks of --block-size,
 --top-k other blocks plus a sink, merge factor 1); its pairs are the (query, key) scores it computes.
+
+With --model: training throughput as a user waits on it — tokens/s of full training steps (forward,
+backward, clipping, AdamW) of the preset's model (tiny, demo, small, longctx) at each --seq-len, every
+step holding --tokens-per-step tokens (default: the preset's batch × sequence length), on random ids;
+the median of --steps steps after one warm-up, relative to the first length, with the spread and the
+peak memory. A linear-cost attention keeps tokens/s nearly flat as the length grows.
 
 With --dist: the communication volume of sequence-parallel dilated attention per rank for each P in
 --ranks (default 1,2,4,8), counted on simulated ranks (one process), next to the same segments
@@ -333,5 +341,7 @@ let run (argv: string list) : int =
                 [ "dist"; "causal" ]
                 argv
         )
+    elif List.contains "--model" argv then
+        BenchTraining.run (parse BenchTraining.valueOptions [] argv)
     else
         runGrid argv

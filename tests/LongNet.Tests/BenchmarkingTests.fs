@@ -111,6 +111,8 @@ let ``dense cells expected to exceed the time limit are skipped and reported`` (
 
 [<Fact>]
 let ``the JSON holds the machine, the GEMM rate and every field of every cell`` () =
+    Native.ensureLoaded () |> ignore
+
     let result =
         {
             Machine = Benchmarking.machine torch.CPU
@@ -187,3 +189,50 @@ let ``an invalid grid is refused naming the setting`` () =
         Assert.Throws<ArgumentException>(fun () -> Benchmarking.run { s with Impls = [ "flash" ] } ignore |> ignore)
 
     Assert.Equal("impls", e.ParamName)
+
+[<Fact>]
+let ``bench --model measures training tokens per second at each sequence length and writes JSON`` () =
+    Native.ensureLoaded () |> ignore
+    use dir = new LongNet.Tests.TestSupport.TempDir "bench-training"
+    let json = dir.File "throughput.json"
+
+    let code, stdout, stderr =
+        LongNet.Tests.TestSupport.longnet
+            [
+                "bench"
+                "--model"
+                "tiny"
+                "--seq-len"
+                "16,64"
+                "--tokens-per-step"
+                "128"
+                "--steps"
+                "2"
+                "--json"
+                json
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("tokens/s", stdout)
+    let root = JsonNode.Parse(IO.File.ReadAllText json)
+    Assert.Equal("tiny", root.["model"].GetValue<string>())
+    let cells = root.["cells"].AsArray()
+    Assert.Equal(2, cells.Count)
+    Assert.Equal<int list>([ 16; 64 ], [ for c in cells -> c.["seq_len"].GetValue<int>() ])
+    Assert.Equal<int list>([ 8; 2 ], [ for c in cells -> c.["batch"].GetValue<int>() ])
+    Assert.Equal(1.0, cells.[0].["relative"].GetValue<float>())
+
+    for c in cells do
+        Assert.True(c.["tokens_per_second"].GetValue<float>() > 0.0)
+        Assert.True(c.["spread"].GetValue<float>() >= 1.0)
+
+    // bad input: exit 2 naming the option
+    for args, option in
+        [
+            [ "--model"; "huge" ], "--model"
+            [ "--model"; "tiny"; "--seq-len"; "1" ], "--seq-len"
+            [ "--model"; "tiny"; "--steps"; "0" ], "--steps"
+        ] do
+        let code, _, stderr = LongNet.Tests.TestSupport.longnet ("bench" :: args)
+        Assert.Equal(2, code)
+        Assert.Contains(option, stderr)
