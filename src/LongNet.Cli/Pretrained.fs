@@ -18,10 +18,10 @@ open LongNet.Cli.Errors
 let logitsHelp =
     $"""longnet logits --model PATH --tokens IDS.npy --out LOGITS.npy [--attention KIND …]
 
-Runs a model on token ids. PATH is a LongNet checkpoint or a Hugging Face folder of a Llama or
-Mistral model (config.json with model.safetensors, or model.safetensors.index.json and its shards;
-float32, float16 or bfloat16 tensors). IDS.npy holds int64 token ids [batch, seq]; LOGITS.npy gets
-float32 logits [batch, seq, vocab]. Hugging Face models are imported with dense attention, computing
+Runs a model on token ids. PATH (--model, or --checkpoint) is a LongNet checkpoint or a Hugging Face
+folder of a Llama or Mistral model (config.json with model.safetensors, or model.safetensors.index.json
+and its shards; float32, float16 or bfloat16 tensors). IDS.npy holds int64 token ids [batch, seq];
+LOGITS.npy gets float32 logits [batch, seq, vocab]. Hugging Face models are imported with dense attention, computing
 what the original computes. The model's own attention is used unless:
   --attention KIND  dilated, dense or select-merge for every block (dilated uses the model's groups)
   --block-size B    select-merge: rows per block (default 64)
@@ -39,8 +39,8 @@ let exportHelp =
 Writes a model with the Llama layout (RMSNorm, SwiGLU, RoPE, no biases; e.g. one imported from a
 Hugging Face folder) as a Hugging Face folder: DIR/config.json ("LlamaForCausalLM") and
 DIR/model.safetensors with Hugging Face tensor names, in --dtype (default float32), and its
-SentencePiece tokenizer as DIR/tokenizer.model when it has one. PATH is a LongNet checkpoint or a
-Hugging Face folder. Files are written atomically.
+SentencePiece tokenizer as DIR/tokenizer.model when it has one. PATH (--model, or --checkpoint) is a
+LongNet checkpoint or a Hugging Face folder. Files are written atomically.
 
 Exit codes: 0 done, 2 bad command line, 1 failure."""
 
@@ -65,6 +65,14 @@ let private dtypeOption (p: Parsed) : torch.ScalarType =
     | "float16" -> torch.ScalarType.Float16
     | "bfloat16" -> torch.ScalarType.BFloat16
     | other -> raise (UsageError $"--dtype must be float32, float16 or bfloat16, got '{other}'.")
+
+/// The model path: --model PATH, or --checkpoint CKPT (the same option under the name other commands use).
+let private modelOption (p: Parsed) : string =
+    match optional p "model", optional p "checkpoint" with
+    | Some _, Some _ -> raise (UsageError "give --model or --checkpoint, not both (they name the same input).")
+    | Some path, None
+    | None, Some path -> path
+    | None, None -> raise (UsageError "--model is required (a LongNet checkpoint or a Hugging Face folder).")
 
 /// Whether `path` is a Hugging Face folder (it holds config.json).
 let private isHuggingFace (path: string) =
@@ -105,14 +113,14 @@ let loadModel (path: string) (adapt: ModelConfig -> ModelConfig) : LongNetModel 
 let runLogits (argv: string list) : int =
     guard "logits" (fun () ->
         let p =
-            parse ([ "model"; "tokens"; "out" ] @ ModelOptions.valueOptions) ModelOptions.switches argv
+            parse ([ "model"; "checkpoint"; "tokens"; "out" ] @ ModelOptions.valueOptions) ModelOptions.switches argv
 
         for option in ModelOptions.scalingOptions do
             if (optional p option).IsSome then
                 raise (UsageError $"{option} is a training option; logits runs the model's own positions.")
 
         let modelPath, tokensPath, outPath =
-            required p "model", required p "tokens", required p "out"
+            modelOption p, required p "tokens", required p "out"
 
         if not (File.Exists tokensPath) then
             raise (UsageError $"--tokens: file not found: {tokensPath}")
@@ -151,8 +159,8 @@ let runLogits (argv: string list) : int =
 /// Runs `longnet export` and returns the exit code.
 let runExport (argv: string list) : int =
     guard "export" (fun () ->
-        let p = parse [ "model"; "out"; "dtype" ] [] argv
-        let modelPath, outDir = required p "model", required p "out"
+        let p = parse [ "model"; "checkpoint"; "out"; "dtype" ] [] argv
+        let modelPath, outDir = modelOption p, required p "out"
         let dtype = dtypeOption p
         use model = loadModel modelPath id
         HuggingFace.save model outDir dtype |> orFail

@@ -479,6 +479,23 @@ let ``longnet import writes a checkpoint with the folder's weights and tokenizer
 
     Assert.True(diff <= 1e-4, $"logits differ by {diff:E2}")
 
+    // longnet logits --checkpoint runs the imported checkpoint to the same logits
+    let idsPath, logitsPath = dir.File "ids.npy", dir.File "logits.npy"
+    Npy.writeTensor idsPath tokens
+
+    let code, _, stderr =
+        capture
+            LongNet.Cli.Pretrained.runLogits
+            [ "--checkpoint"; checkpoint; "--tokens"; idsPath; "--out"; logitsPath ]
+
+    Assert.True((code = 0), stderr)
+
+    let viaCli =
+        (Npy.readTensor logitsPath).to_type torch.float64
+        - referenceLogits t stored tokens
+
+    Assert.True(viaCli.abs().max().item<float>() <= 1e-4)
+
     match loaded.Header.Tokenizer with
     | LongNet.Text.SentencePiece bytes ->
         Assert.Equal<byte[]>(LongNet.Tests.TokenizerTests.sentencePieceModel (), bytes)
