@@ -361,18 +361,22 @@ module Benchmarking =
             let sxx = points |> List.sumBy (fun (x, _) -> (x - mx) ** 2.0)
             if sxx = 0.0 then None else Some(sxy / sxx)
 
+    /// The JSON of a machine: cpu, cores, torch_threads, os, dotnet, device and date.
+    let machineJson (machine: BenchMachine) : JsonObject =
+        let m = JsonObject()
+        m["cpu"] <- JsonValue.Create machine.Cpu
+        m["cores"] <- JsonValue.Create machine.Cores
+        m["torch_threads"] <- JsonValue.Create machine.TorchThreads
+        m["os"] <- JsonValue.Create machine.Os
+        m["dotnet"] <- JsonValue.Create machine.Dotnet
+        m["device"] <- JsonValue.Create machine.Device
+        m["date"] <- JsonValue.Create machine.Date
+        m
+
     /// The JSON of a result: `machine`, `gemm_gflops` and one object per cell in `results`.
     let toJson (r: BenchResult) : string =
-        let m = JsonObject()
-        m["cpu"] <- JsonValue.Create r.Machine.Cpu
-        m["cores"] <- JsonValue.Create r.Machine.Cores
-        m["torch_threads"] <- JsonValue.Create r.Machine.TorchThreads
-        m["os"] <- JsonValue.Create r.Machine.Os
-        m["dotnet"] <- JsonValue.Create r.Machine.Dotnet
-        m["device"] <- JsonValue.Create r.Machine.Device
-        m["date"] <- JsonValue.Create r.Machine.Date
         let root = JsonObject()
-        root["machine"] <- m
+        root["machine"] <- machineJson r.Machine
         root["gemm_gflops"] <- JsonValue.Create r.GemmGflops
         let results = JsonArray()
 

@@ -375,6 +375,7 @@ type private Recording() =
         member _.Name = inner.Name
         member _.VocabSize = inner.VocabSize
         member _.EndOfText = inner.EndOfText
+        member _.PromptStart = inner.PromptStart
 
         member t.Encode text =
             t.Texts.Add text

@@ -208,7 +208,8 @@ type MpiCommunicator private (rank: int, size: int, timeout: TimeSpan option) =
     let mutable finished = false
 
     let abort (code: int) (message: string) : unit =
-        eprintfn "longnet: %s" message
+        // one write, so the line cannot interleave with mpirun's own abort banner on the same stream
+        Console.Error.Write($"longnet: {message}{Environment.NewLine}")
         Console.Error.Flush()
         Native.MPI_Abort(h.CommWorld, code) |> ignore
         // MPI_Abort does not return; should it, end this process so that mpirun ends the others.

@@ -382,10 +382,12 @@ let configJson (config: ModelConfig) (dtype: string) : JsonObject =
     o.["rope_scaling"] <-
         match config.PositionScaling with
         | Interpolation factor ->
+            // both spellings: transformers reads "rope_type" since 4.43, "type" before
             JsonObject(
                 dict
                     [
                         "rope_type", JsonValue.Create "linear" :> JsonNode
+                        "type", JsonValue.Create "linear" :> JsonNode
                         "factor", JsonValue.Create factor
                     ]
             )
@@ -480,15 +482,22 @@ let readTokenizer (folder: string) (vocabSize: int) : Result<TokenizerSpec * str
         )
 
 /// Writes the tokenizer file a Hugging Face folder carries for `spec` (tokenizer.model for SentencePiece)
-/// atomically; false when the spec has no Hugging Face file form.
+/// atomically; false when the spec has no Hugging Face file form (a tokenizer.model already in the
+/// folder is then removed, so it is never paired with other weights).
 let saveTokenizer (spec: TokenizerSpec) (folder: string) : bool =
+    let path = Path.Combine(Path.GetFullPath folder, tokenizerModelName)
+
     match spec with
     | SentencePiece model ->
-        let full = Path.GetFullPath folder
-        Directory.CreateDirectory full |> ignore
-        AtomicFile.write (Path.Combine(full, tokenizerModelName)) (fun target -> target.Write(model, 0, model.Length))
+        AtomicFile.ensureFolderOf path
+        AtomicFile.write path (fun target -> target.Write(model, 0, model.Length))
         true
-    | _ -> false
+    | _ ->
+        // a tokenizer.model left from an earlier export would be read with these weights
+        if File.Exists path then
+            File.Delete path
+
+        false
 
 /// Imports a Llama or Mistral folder as a LongNet checkpoint at `path`, written atomically: its model
 /// (dense attention, computing what the original computes), weights stored in `dtype` (float32, float16

@@ -528,7 +528,6 @@ module ModelConfig =
             "lora"
         ]
 
-    /// The older JSON form of the groups: parallel lists of segment lengths and dilation rates.
     /// The adapters of a model's JSON `lora` object ({ "rank", "alpha", "targets": ["q", "v"] }; absent:
     /// `fallback`); ranges are checked with the model (`Lora.validate`).
     let private loraOfJson (parent: JsonFields.Reader) (field: string) (fallback: LoraSettings option) =
@@ -552,14 +551,19 @@ module ModelConfig =
                                 $"{field}.targets"
                                 $"{field}.targets must hold \"q\", \"k\", \"v\" or \"o\", got \"{n}\".")
 
+            let rank = r.Int("rank", basis.Rank, 1, Int32.MaxValue)
+            // α defaults to 2·rank when the rank is given without it (as on the command line)
+            let alphaFallback = if r.Has "rank" then 2.0 * float rank else basis.Alpha
+
             Some
                 {
-                    Rank = r.Int("rank", basis.Rank, 1, Int32.MaxValue)
+                    Rank = rank
                     Alpha =
-                        r.Float("alpha", basis.Alpha, (fun x -> Double.IsFinite x && x > 0.0), "a finite number > 0")
+                        r.Float("alpha", alphaFallback, (fun x -> Double.IsFinite x && x > 0.0), "a finite number > 0")
                     Targets = targets
                 }
 
+    /// The older JSON form of the groups: parallel lists of segment lengths and dilation rates.
     let private legacyGroupFields = [ "segmentLengths"; "dilationRates" ]
 
     /// The groups of a model's JSON: `groups` ([{ "segmentLength", "dilationRate" }, …]) or, as older

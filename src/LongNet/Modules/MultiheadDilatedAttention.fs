@@ -202,7 +202,12 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         for target, (inputs, outputs) in adapted do
             let rank = int64 settings.Lora.Value.Rank
             let bound = 1.0 / sqrt (float inputs)
-            let a = Parameter((torch.rand (rank, inputs) * 2.0 - 1.0) * bound)
+
+            let start =
+                use scope = torch.NewDisposeScope()
+                ((torch.rand (rank, inputs) * 2.0 - 1.0) * bound).MoveToOuterDisposeScope()
+
+            let a = Parameter(start)
             let b = Parameter(torch.zeros (outputs, rank))
 
             for factor, p in [ 'a', a; 'b', b ] do
@@ -386,7 +391,8 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
         if adapted |> List.exists (fun (t, _) -> t = target) then
             let a = this.get_parameter (Lora.parameterName target 'a')
             let b = this.get_parameter (Lora.parameterName target 'b')
-            (linear.weight + b.matmul a * loraScaling).detach()
+            use scope = torch.NewDisposeScope()
+            (linear.weight + b.matmul a * loraScaling).detach().MoveToOuterDisposeScope()
         else
             linear.weight.detach ()
 

@@ -34,6 +34,9 @@ type ITokenizer =
     abstract VocabSize: int
     /// The id that separates documents, if the vocabulary has one.
     abstract EndOfText: int option
+    /// The id a prompt starts with, as the model was trained (Llama's `<s>`); None where models are
+    /// trained on plain text.
+    abstract PromptStart: int option
     /// Token ids of `text`.
     abstract Encode: text: string -> int[]
     /// Text of `ids` (special ids are skipped; invalid UTF-8 becomes U+FFFD).
@@ -55,6 +58,7 @@ type ByteTokenizer() =
         member _.Name = "byte-level (259 ids: 256 bytes, <bos>, <eos>, <pad>)"
         member _.VocabSize = 259
         member _.EndOfText = Some ByteTokenizer.EndOfTextId
+        member _.PromptStart = None
 
         member _.Encode text =
             Encoding.UTF8.GetBytes text |> Array.map int
@@ -89,6 +93,7 @@ type BpeTextTokenizer private (inner: BpeTokenizer, vocabJson: string, merges: s
         member _.Name = $"BPE ({vocabSize} ids)"
         member _.VocabSize = vocabSize
         member _.EndOfText = endOfText
+        member _.PromptStart = None
         member _.Encode text = inner.EncodeToIds(text) |> Array.ofSeq
         member _.Decode ids = inner.Decode(ids)
         member _.Spec = Bpe(vocabJson, merges)
@@ -158,6 +163,7 @@ type ByteBpeTokenizer(merges: BpeMerges) =
         member _.Name = $"byte-level BPE ({merges.VocabSize} ids)"
         member _.VocabSize = merges.VocabSize
         member _.EndOfText = Some merges.EndOfText
+        member _.PromptStart = None
 
         member _.Encode text =
             let ids = ResizeArray<int>(text.Length / 3 + 1)
@@ -191,8 +197,9 @@ type ByteBpeTokenizer(merges: BpeMerges) =
 
         member _.Spec = ByteBpe merges
 
-/// A SentencePiece BPE tokenizer (Llama 1/2, Mistral) over `Microsoft.ML.Tokenizers.LlamaTokenizer`:
-/// like Hugging Face's default, `Encode` puts the beginning-of-sentence id first.
+/// A SentencePiece BPE tokenizer (Llama 1/2, Mistral) over `Microsoft.ML.Tokenizers.LlamaTokenizer`.
+/// `Encode` gives the text's pieces alone (so encoded fragments join); `PromptStart` is `<s>`, which
+/// generation puts before a prompt as Hugging Face does.
 [<Sealed>]
 type SentencePieceTextTokenizer private (inner: SentencePieceTokenizer, model: byte[]) =
     let vocabSize = (inner.Vocabulary.Values |> Seq.max) + 1
@@ -209,9 +216,10 @@ type SentencePieceTextTokenizer private (inner: SentencePieceTokenizer, model: b
         member _.Name = $"SentencePiece BPE ({vocabSize} ids)"
         member _.VocabSize = vocabSize
         member _.EndOfText = Some inner.EndOfSentenceId
+        member _.PromptStart = Some inner.BeginningOfSentenceId
 
         member _.Encode text =
-            inner.EncodeToIds(text, true, false, true, true) |> Array.ofSeq
+            inner.EncodeToIds(text, false, false, true, true) |> Array.ofSeq
 
         member _.Decode ids = inner.Decode(ids, false)
         member _.Spec = SentencePiece model
@@ -243,6 +251,7 @@ type TiktokenTextTokenizer private (inner: TiktokenTokenizer, encoding: string) 
         member _.Name = $"tiktoken {encoding} ({vocabSize} ids)"
         member _.VocabSize = vocabSize
         member _.EndOfText = endOfText
+        member _.PromptStart = None
         member _.Encode text = inner.EncodeToIds(text) |> Array.ofSeq
         member _.Decode ids = inner.Decode(ids)
         member _.Spec = Tiktoken encoding
@@ -260,6 +269,7 @@ type IdsOnlyTokenizer(vocabSize: int) =
         member _.Name = $"token ids only ({vocabSize} ids, no tokenizer)"
         member _.VocabSize = vocabSize
         member _.EndOfText = None
+        member _.PromptStart = None
         member _.Encode _ = refuse ()
         member _.Decode _ = refuse ()
         member _.Spec = IdsOnly vocabSize
@@ -283,7 +293,8 @@ module Tokenizer =
             try
                 Ok(SentencePieceTextTokenizer.Create model :> ITokenizer)
             with e ->
-                Error $"the SentencePiece model could not be read ({e.Message}); check tokenizer.model."
+                Error
+                    $"the SentencePiece model could not be read ({e.Message}); it must be a Llama-style tokenizer.model (SentencePiece BPE)."
         | Tiktoken encoding ->
             try
                 Ok(TiktokenTextTokenizer.Create encoding :> ITokenizer)

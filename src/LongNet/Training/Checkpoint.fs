@@ -318,7 +318,13 @@ module Checkpoint =
 
                         let detached = tensors |> List.map (fun (n, t) -> n, t.DetachFromDisposeScope())
 
-                        if digest file.Metadata detached <> file.Metadata.[digestKey] then
+                        let matches =
+                            try
+                                digest file.Metadata detached = file.Metadata.[digestKey]
+                            with _ ->
+                                false
+
+                        if not matches then
                             for _, t in detached do
                                 t.Dispose()
 
@@ -334,8 +340,9 @@ module Checkpoint =
                     | e -> corrupt path e.Message))
 
     /// Copies the stored "model.<name>" tensors into the model's parameters; fails naming the first
-    /// missing or mis-shaped one, and then leaves every parameter as it was. Low-rank adapters the
-    /// checkpoint lacks (fine-tuning a model that had none) keep their initial values.
+    /// missing, mis-shaped or unknown one, and then leaves every parameter as it was. Low-rank adapters
+    /// the checkpoint lacks (fine-tuning a model that had none) keep their initial values; adapters the
+    /// model lacks are refused (dropping them would silently change the model).
     let loadWeights (model: LongNetModel) (tensors: Map<string, torch.Tensor>) : Result<unit, string> =
         use _ = torch.no_grad ()
         let parameters = [ for struct (name, p) in model.named_parameters () -> name, p ]
@@ -349,6 +356,15 @@ module Checkpoint =
                     | Some t when t.shape <> p.shape ->
                         $"the weight '{name}' has shape {String.Join('×', t.shape)} in the checkpoint and {String.Join('×', p.shape)} in the model"
                     | Some _ -> ()
+
+                let own = set [ for name, _ in parameters -> $"model.{name}" ]
+
+                for KeyValue(stored, _) in tensors do
+                    if stored.StartsWith "model." && not (own.Contains stored) then
+                        if Lora.isAdapterParameter stored then
+                            $"the checkpoint has the low-rank adapter '{stored.Substring 6}', which this model lacks (give the same lora settings, or export the checkpoint to merge its adapters)"
+                        else
+                            $"the checkpoint has the weight '{stored.Substring 6}', which this model lacks"
             ]
 
         match problems with

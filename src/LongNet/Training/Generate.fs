@@ -114,7 +114,8 @@ module Generate =
                 if wasTraining then
                     model.train ())
 
-    /// Generates a continuation of `prompt` text and returns it as text (the prompt excluded).
+    /// Generates a continuation of `prompt` text (after the tokenizer's prompt start, if it has one) and
+    /// returns it as text (the prompt excluded).
     let text
         (model: LongNetModel)
         (tokenizer: ITokenizer)
@@ -122,7 +123,10 @@ module Generate =
         (settings: GenerateSettings)
         (rng: Rng)
         : Result<string, string> =
-        tokens model (tokenizer.Encode prompt) settings tokenizer.EndOfText rng ignore
+        let ids =
+            Array.append (Option.toArray tokenizer.PromptStart) (tokenizer.Encode prompt)
+
+        tokens model ids settings tokenizer.EndOfText rng ignore
         |> Result.map tokenizer.Decode
 
     /// The largest |difference| between the logits of incremental decoding (prefill of the first

@@ -36,7 +36,7 @@ type ThroughputResult =
         Machine: BenchMachine
         /// The name of the measured configuration (e.g. the preset).
         Model: string
-        /// Trainable parameters of the model (at the first length).
+        /// The model's parameters (the same at every length).
         Parameters: int64
         /// One cell per sequence length, in the order given.
         Cells: ThroughputCell list
@@ -154,16 +154,8 @@ let measure
 /// `seq_len`, `batch`, `tokens_per_step`, `seconds_per_step`, `tokens_per_second`, `relative` (to the
 /// first length), `spread` and `peak_mb`.
 let toJson (r: ThroughputResult) : string =
-    let m = JsonObject()
-    m["cpu"] <- JsonValue.Create r.Machine.Cpu
-    m["cores"] <- JsonValue.Create r.Machine.Cores
-    m["torch_threads"] <- JsonValue.Create r.Machine.TorchThreads
-    m["os"] <- JsonValue.Create r.Machine.Os
-    m["dotnet"] <- JsonValue.Create r.Machine.Dotnet
-    m["device"] <- JsonValue.Create r.Machine.Device
-    m["date"] <- JsonValue.Create r.Machine.Date
     let root = JsonObject()
-    root["machine"] <- m
+    root["machine"] <- Benchmarking.machineJson r.Machine
     root["model"] <- JsonValue.Create r.Model
     root["parameters"] <- JsonValue.Create r.Parameters
     let cells = JsonArray()

@@ -471,7 +471,8 @@ type TrainSession
                 | None -> lossSum
                 | Some comm ->
                     // the whole sequence's loss, and its gradient on every rank
-                    DataParallel.sumGradients comm (model.parameters ())
+                    // frozen weights (low-rank fine-tuning) have no gradient to sum
+                    DataParallel.sumGradients comm (model.parameters () |> Seq.filter _.requires_grad)
                     use scope = torch.NewDisposeScope()
                     (Collectives.allReduceSum comm (torch.tensor [| lossSum |])).[0].item<float>()
 

@@ -1,7 +1,7 @@
 /// The tokenizers a pretrained model brings: tiktoken vocabularies give the published ids, a
 /// SentencePiece BPE model (written here byte by byte from the published protobuf schema) tokenizes as
-/// SentencePiece's BPE rule says, every spec survives a checkpoint, and an ids-only model refuses text
-/// with a message saying why.
+/// SentencePiece's BPE rule says (prompts start with `<s>`), every spec survives a checkpoint, and an
+/// ids-only model refuses text with a message saying why.
 module LongNet.Tests.TokenizerTests
 
 open System
@@ -127,15 +127,17 @@ let idOf (text: string) =
     pieces |> List.findIndex (fun (t, _, _) -> t = text)
 
 [<Fact>]
-let ``a SentencePiece BPE model merges by score and puts <s> first`` () =
+let ``a SentencePiece BPE model merges by score, and prompts start with <s>`` () =
     let t =
         Tokenizer.ofSpec (SentencePiece(sentencePieceModel ()))
         |> Result.defaultWith failwith
 
     // "hello" → "▁hello": ▁ h e l l o → he (−1) → ll (−2) → hell (−3) → ▁hell (−4) → [▁hell, o]
-    Assert.Equal<int[]>([| 1; idOf "▁hell"; idOf "o" |], t.Encode "hello")
+    Assert.Equal<int[]>([| idOf "▁hell"; idOf "o" |], t.Encode "hello")
     // "held" → ▁ he l d: "ld" is no piece, "▁he" neither
-    Assert.Equal<int[]>([| 1; idOf "▁"; idOf "he"; idOf "l"; idOf "d" |], t.Encode "held")
+    Assert.Equal<int[]>([| idOf "▁"; idOf "he"; idOf "l"; idOf "d" |], t.Encode "held")
+    // fragments encode alone (no <s> inside a prompt built from pieces); <s> starts a prompt
+    Assert.Equal(Some 1, t.PromptStart)
     Assert.Equal(Some 2, t.EndOfText)
     Assert.Equal(pieces.Length, t.VocabSize)
     Assert.Equal("hello", t.Decode(t.Encode "hello"))

@@ -52,3 +52,28 @@ let ``a checkpoint of the earlier layout still loads`` () =
         t.Dispose()
 
     Assert.Equal(loaded.Header.Step, (Checkpoint.readHeader path |> Result.defaultWith failwith).Step)
+
+[<Fact>]
+let ``a changed tensor byte or a changed header value is refused as damaged`` () =
+    Native.ensureLoaded () |> ignore
+    use dir = new TempDir "checkpoint-tamper"
+    let _, checkpoint = trainTiny dir "every byte counts." 1
+    let bytes = File.ReadAllBytes checkpoint
+    let headerLength = int (System.BitConverter.ToUInt64(bytes, 0))
+    // the last data byte (inside the last tensor), flipped
+    let data = Array.copy bytes
+    data.[data.Length - 1] <- data.[data.Length - 1] ^^^ 0x40uy
+    // the step in the LongNet header, 1 → 7: the JSON stays valid and the same length
+    let header = Array.copy bytes
+    let text = System.Text.Encoding.UTF8.GetString(header, 8, headerLength)
+    let at = text.IndexOf "\\\"step\\\":1"
+    Assert.True(at > 0, "the header holds the step")
+    header.[8 + at + 9] <- byte '7'
+
+    for name, altered in [ "data.ckpt", data; "header.ckpt", header ] do
+        let path = dir.File name
+        File.WriteAllBytes(path, altered)
+
+        match Checkpoint.load path with
+        | Ok _ -> failwith $"{name} loaded"
+        | Error e -> Assert.Contains("damaged", e)

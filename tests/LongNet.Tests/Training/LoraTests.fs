@@ -85,7 +85,11 @@ let ``merged weights compute the adapted model's logits without adapters`` () =
     // and the adapters did change the model: the unmerged base weights give other logits
     use unadapted = new LongNetModel({ config with Lora = None })
 
-    Checkpoint.loadWeights unadapted (Map.ofList (Checkpoint.weights adapted))
+    Checkpoint.loadWeights
+        unadapted
+        (Checkpoint.weights adapted
+         |> List.filter (fun (n, _) -> not (Lora.isAdapterParameter n))
+         |> Map.ofList)
     |> Result.defaultWith failwith
 
     let change = (adaptedLogits - unadapted.forward ids).abs().max().item<float32>()
@@ -293,3 +297,51 @@ let ``a Hugging Face export merges the adapters, and the folder computes the ada
     use _ = torch.no_grad ()
     let diff = (imported.forward ids - adapted.forward ids).abs().max().item<float32>()
     Assert.True(diff < 1e-4f, $"the exported folder's logits differ by {diff}")
+
+[<Fact>]
+let ``decoding an adapted model with the KV cache gives its full-forward logits`` () =
+    Native.ensureLoaded () |> ignore
+    use scope = torch.NewDisposeScope()
+    torch.manual_seed 9L |> ignore
+    use model = new LongNetModel(config)
+
+    do
+        use _ = torch.no_grad ()
+
+        for struct (name, p) in model.named_parameters () do
+            if name.EndsWith "_lora_b" then
+                p.copy_ (torch.randn (p.shape) * 0.05f) |> ignore
+
+    let ids = tokens ()
+    use _ = torch.no_grad ()
+    let full = model.forward ids
+    use cache = model.NewCache()
+    let prefill = model.Prefill(ids.narrow (1L, 0L, 30L), cache)
+
+    let mutable worst =
+        (prefill - full.narrow (1L, 0L, 30L)).abs().max().item<float32>()
+
+    for p in 30L .. 39L do
+        let step = model.Step(ids.select (1L, p), cache)
+        worst <- max worst ((step - full.select (1L, p)).abs().max().item<float32>())
+
+    Assert.True(worst < 1e-4f, $"cached decoding differs by {worst}")
+
+[<Fact>]
+let ``a checkpoint's adapters are never dropped silently, and alpha defaults to twice the rank`` () =
+    Native.ensureLoaded () |> ignore
+    use scope = torch.NewDisposeScope()
+    use adapted = new LongNetModel(config)
+    use plain = new LongNetModel({ config with Lora = None })
+
+    match Checkpoint.loadWeights plain (Map.ofList (Checkpoint.weights adapted)) with
+    | Ok() -> failwith "adapters were dropped without a word"
+    | Error e -> Assert.Contains("low-rank adapter", e)
+
+    let node = Text.Json.Nodes.JsonNode.Parse """{ "lora": { "rank": 4 } }"""
+
+    let read =
+        ModelConfig.ofJson "model" ModelConfig.defaults node
+        |> Result.defaultWith (fun e -> failwith e.Message)
+
+    Assert.Equal(Some 8.0, read.Lora |> Option.map _.Alpha)
