@@ -15,7 +15,8 @@ open LongNet.Cli.Errors
 
 /// Usage text.
 let help =
-    """longnet train (--corpus PATH | --task passkey) (--config PATH | --preset NAME | --init CKPT) --out DIR [--resume]
+    """longnet train (--corpus PATH | --task passkey) (--config PATH | --preset NAME | --init CKPT | --init-hf DIR)
+              --out DIR [--resume]
               [--steps N] [--seq-len N] [--seed S] [--init CHECKPOINT] [--ranks P]
               [--attention dilated|dense|select-merge] [--scaling none|pi|ntk|dynamic-ntk|yarn|crd-ntk] [...]
 
@@ -34,6 +35,8 @@ Trains a LongNet language model (a Transformer whose attention is dilated attent
   --init CHECKPOINT start from that checkpoint's weights (fine-tuning, e.g. with --scaling crd-ntk); the
                     model must have the same shape; without --config/--preset the run takes the
                     checkpoint's model, tokenizer and training settings (e.g. a model from longnet import)
+  --init-hf DIR     start from a Hugging Face Llama/Mistral folder: its model, weights and tokenizer.model
+                    (as longnet import, without writing a checkpoint), the library's training defaults
   --lora-rank R     low-rank adapters (LoRA) of rank R on the attention projections: only the adapters
                     and the norms train (the rest is frozen, with no optimizer state); export merges them
   --lora-alpha A    the adapters' α: updates are scaled by α / R (default 2R)
@@ -60,6 +63,7 @@ let private valueOptions =
     @ [
         "--task"
         "--init"
+        "--init-hf"
         "--corpus"
         "--config"
         "--preset"
@@ -85,17 +89,35 @@ let configFrom (p: Args.Parsed) : RunConfig option =
         | Ok c -> Some c
         | Error e -> raise (Args.UsageError e)
     | None, None when not (Args.has p "--resume") ->
-        // fine-tuning a checkpoint as it is (e.g. an imported Llama): its model, tokenizer and training settings
-        Args.optional p "--init"
-        |> Option.map (fun path ->
+        // fine-tuning a checkpoint or a Hugging Face folder as it is: its model and tokenizer (and a
+        // checkpoint's training settings; the library's defaults for a folder)
+        match Args.optional p "--init", Args.optional p "--init-hf" with
+        | Some _, Some _ -> raise (Args.UsageError "give --init or --init-hf, not both.")
+        | Some path, None ->
             match Checkpoint.readHeader path with
             | Ok h ->
+                Some
+                    {
+                        Model = h.Model
+                        Train = h.Train
+                        Tokenizer = FromCheckpoint
+                    }
+            | Error e -> raise (Args.UsageError $"--init: {e}")
+        | None, Some folder ->
+            let pretrained =
+                try
+                    LongNet.Interop.HuggingFace.readConfig folder
+                with
+                | :? IOException
+                | :? InvalidDataException as e -> raise (Args.UsageError $"--init-hf: {e.Message}")
+
+            Some
                 {
-                    Model = h.Model
-                    Train = h.Train
+                    Model = pretrained.Model
+                    Train = TrainConfig.defaults
                     Tokenizer = FromCheckpoint
                 }
-            | Error e -> raise (Args.UsageError $"--init: {e}"))
+        | None, None -> None
     | None, None -> None
 
 /// The training task named by --task (None when absent).
@@ -339,8 +361,16 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
                 match config.Tokenizer, config.Train.Task with
                 | LearnedBpe _, TextWindows -> RunConfig.tokenizerFor config source.Value |> orFail
                 | FromCheckpoint, _ ->
-                    let init = Args.required p "--init"
-                    (Checkpoint.readHeader init |> orFail).Tokenizer |> Tokenizer.ofSpec |> orFail
+                    match Args.optional p "--init-hf" with
+                    | Some folder ->
+                        LongNet.Interop.HuggingFace.readTokenizer folder config.Model.VocabSize
+                        |> orFail
+                        |> fst
+                        |> Tokenizer.ofSpec
+                        |> orFail
+                    | None ->
+                        let init = Args.required p "--init"
+                        (Checkpoint.readHeader init |> orFail).Tokenizer |> Tokenizer.ofSpec |> orFail
                 | _ -> RunConfig.tokenizer config |> orFail
 
             let session =
@@ -348,6 +378,24 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
                 | None -> TrainSession.Create(config, tokenizer)
                 | Some comm -> TrainSession.Create(config, tokenizer, comm)
                 |> orFail
+
+            match Args.optional p "--init-hf" with
+            | None -> ()
+            | Some folder ->
+                // the folder's weights, read into a model of the folder's own shape, then copied
+                let loaded =
+                    LongNet.Interop.HuggingFace.load folder id
+                    |> Result.bind (fun (model, _) ->
+                        use model = model
+                        session.LoadWeights(Map.ofList (Checkpoint.weights model)))
+
+                match loaded with
+                | Ok() ->
+                    if leader then
+                        printfn "starting from the weights of %s" folder
+                | Error e ->
+                    (session :> IDisposable).Dispose()
+                    fail $"--init-hf: {e}"
 
             match Args.optional p "--init" with
             | None -> ()
@@ -448,11 +496,12 @@ let run (argv: string list) : int =
                 && (modelOptionGiven
                     || (Args.optional p "--task").IsSome
                     || (Args.optional p "--init").IsSome
+                    || (Args.optional p "--init-hf").IsSome
                     || (Args.optional p "--lora-rank").IsSome)
             then
                 raise (
                     Args.UsageError
-                        "--task, --init, --lora-rank and the attention and scaling options cannot change when resuming; start a new run in another --out."
+                        "--task, --init, --init-hf, --lora-rank and the attention and scaling options cannot change when resuming; start a new run in another --out."
                 )
 
             Args.required p "--out" |> ignore
@@ -461,7 +510,7 @@ let run (argv: string list) : int =
             if not resume && requested.IsNone then
                 raise (
                     Args.UsageError
-                        "give --config PATH or --preset NAME (tiny, demo, small, longctx), or --init CHECKPOINT to fine-tune it as it is."
+                        "give --config PATH or --preset NAME (tiny, demo, small, longctx), or --init CHECKPOINT / --init-hf DIR to fine-tune it as it is."
                 )
 
             match Args.optional p "--ranks" |> Option.map (Args.toInt "--ranks" 1L 4096L >> int) with

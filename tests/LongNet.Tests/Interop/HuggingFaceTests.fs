@@ -537,6 +537,40 @@ let ``longnet import writes a checkpoint with the folder's weights and tokenizer
     | AttentionKind.SelectMerge _ -> ()
     | other -> failwith $"the fine-tuned model has {other} attention"
 
+    // or straight from the folder, with low-rank adapters
+    let fromFolder = Path.Combine(dir.Path, "from-folder")
+
+    let code, _, stderr =
+        capture
+            LongNet.Cli.Train.run
+            [
+                "--corpus"
+                corpus
+                "--init-hf"
+                source
+                "--out"
+                fromFolder
+                "--steps"
+                "1"
+                "--seq-len"
+                "32"
+                "--lora-rank"
+                "2"
+            ]
+
+    Assert.True((code = 0), stderr)
+
+    let adapted =
+        LongNet.Training.Checkpoint.readHeader (Path.Combine(fromFolder, "checkpoint.ckpt"))
+        |> Result.defaultWith failwith
+
+    Assert.Equal(Some 2, adapted.Model.Lora |> Option.map _.Rank)
+    Assert.True(adapted.Model.KvHeads = Some t.KvHeads)
+
+    match adapted.Tokenizer with
+    | LongNet.Text.SentencePiece _ -> ()
+    | other -> failwith $"the run's tokenizer is {other}"
+
     // exported again: the folder has the tokenizer file, byte for byte
     let exported = Path.Combine(dir.Path, "exported")
 
