@@ -537,6 +537,39 @@ let ``longnet import writes a checkpoint with the folder's weights and tokenizer
     | AttentionKind.SelectMerge _ -> ()
     | other -> failwith $"the fine-tuned model has {other} attention"
 
+    // generate and eval take the imported checkpoint (text through its SentencePiece tokenizer)
+    // (the random model may end at once with </s>: only the run is checked)
+    let code, _, stderr =
+        longnet
+            [
+                "generate"
+                "--checkpoint"
+                checkpoint
+                "--prompt"
+                "hello"
+                "--max-new-tokens"
+                "3"
+                "--greedy"
+            ]
+
+    Assert.True((code = 0), stderr)
+
+    let code, _, stderr =
+        longnet
+            [
+                "eval"
+                "--checkpoint"
+                checkpoint
+                "--corpus"
+                corpus
+                "--lengths"
+                "16,32"
+                "--split"
+                "all"
+            ]
+
+    Assert.True((code = 0), stderr)
+
     // or straight from the folder, with low-rank adapters
     let fromFolder = Path.Combine(dir.Path, "from-folder")
 
