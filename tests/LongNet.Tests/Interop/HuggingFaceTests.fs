@@ -693,3 +693,40 @@ let ``a linear rope_scaling imports as position interpolation with the definitio
             m.Dispose()
             failwith $"accepted rope_scaling {text}"
         | Error e -> Assert.Contains("rope_scaling", e)
+
+[<Fact>]
+let ``with every block selected and no renumbering, an imported model under select-merge gives its dense logits`` () =
+    Native.ensureLoaded () |> ignore
+    use scope = torch.NewDisposeScope()
+    use dir = new TempDir "hf-select-merge"
+    let t = tiny 4 2 false
+
+    writeFolder dir.Path t "LlamaForCausalLM" (randomWeights t 31L) torch.ScalarType.Float32 false
+    |> ignore
+
+    let dense, _ = importOrFail dir.Path
+    use dense = dense
+
+    let everyBlock =
+        AttentionKind.SelectMerge
+            {
+                BlockSize = 8
+                TopK = 8
+                MergeFactor = 1
+                Sink = true
+                RenumberPositions = false
+            }
+
+    let selectMerge, _ =
+        match HuggingFace.load dir.Path (fun c -> { c with Attention = everyBlock }) with
+        | Ok loaded -> loaded
+        | Error e -> failwith e
+
+    use selectMerge = selectMerge
+    let tokens = ids t // 23 positions: 3 blocks of 8, all within top-k
+    use _ = torch.no_grad ()
+
+    let diff =
+        (selectMerge.forward tokens - dense.forward tokens).abs().max().item<float32>()
+
+    Assert.True(diff < 1e-4f, $"select-merge over every block differs from dense by {diff}")
