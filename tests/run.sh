@@ -58,6 +58,13 @@ trx_counts() {
   echo "${p:-0} ${f:-1}"
 }
 
+# Prints the five slowest tests of a .trx file (duration, name): a suite whose time varies between runs
+# shows which test took the time.
+trx_slowest() {
+  grep -o '<UnitTestResult [^>]*' "$1" |
+    sed -nE 's/.*testName="([^"]*)".*duration="([^"]*)".*/\2  \1/p' | sort -r | head -n 5
+}
+
 for project in tests/*/; do
   name=$(basename "$project")
   [ "$name" = LongNet.MpiTests ] && continue # its own suite below (it launches mpirun)
@@ -65,7 +72,10 @@ for project in tests/*/; do
     if grep -q '<IsTestProject>true</IsTestProject>' "$project"/*.??proj; then
       step "$name (xunit)"
       dotnet test "$project" -c Release --no-build -nologo --logger "trx;LogFileName=$results/$name.trx" --logger "console;verbosity=normal" 2>&1 | grep -v '^\s*$' | tail -n 60
-      if [ -f "$results/$name.trx" ]; then read -r p f < <(trx_counts "$results/$name.trx"); else p=0; f=1; fi
+      if [ -f "$results/$name.trx" ]; then
+        read -r p f < <(trx_counts "$results/$name.trx")
+        echo "slowest tests of $name:"; trx_slowest "$results/$name.trx"
+      else p=0; f=1; fi
       record "$name" "$p" "$f"
     elif grep -q '<OutputType>Exe</OutputType>' "$project"/*.??proj; then
       step "$name (Expecto)"
