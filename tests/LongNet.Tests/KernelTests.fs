@@ -73,27 +73,33 @@ let private addUnderCollections (count: int) (add: torch.Tensor -> torch.Tensor 
     let b = torch.ones (64, dtype = torch.float64)
     use stop = new CancellationTokenSource()
 
+    // a full collection about every millisecond: often enough to hit the Scalar's lifetime, yet not so
+    // often that it starves the rest of the suite on a 2-core machine (with Sleep 0 this test once took
+    // 8 min 46 s in CI, and held up every other test while it ran)
     let collector =
         Thread(fun () ->
             while not stop.IsCancellationRequested do
                 GC.Collect()
-                Thread.Sleep 0)
+                Thread.Sleep 1)
 
     collector.Start()
+    // bounded in time as well as in calls, whatever the machine's load
+    let deadline = Diagnostics.Stopwatch.StartNew()
 
     try
         [
             for i in 1..count do
-                use _ = torch.NewDisposeScope()
+                if deadline.Elapsed < TimeSpan.FromSeconds 30.0 then
+                    use _ = torch.NewDisposeScope()
 
-                let ok =
-                    try
-                        (add a b).sub(a).eq(b).all().item<bool>()
-                    with _ ->
-                        false
+                    let ok =
+                        try
+                            (add a b).sub(a).eq(b).all().item<bool>()
+                        with _ ->
+                            false
 
-                if not ok then
-                    yield i
+                    if not ok then
+                        yield i
         ]
     finally
         stop.Cancel()
