@@ -138,3 +138,13 @@ public enum BenchmarkMode
     /// <summary>The forward and the backward pass ("fwdbwd" in the JSON).</summary>
     ForwardBackward = 1,
 }
+
+/// <summary>How select-and-merge attention ranks and weights the candidate key blocks.</summary>
+public enum BlockSelectionRule
+{
+    /// <summary>The paper's rule: the top-k blocks by mean query · mean key; the choice carries no gradient.</summary>
+    Correlation,
+
+    /// <summary>The same ranking, and the chosen blocks' scores also weight them, so training shapes the scores.</summary>
+    Trainable,
+}

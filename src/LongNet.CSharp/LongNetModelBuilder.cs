@@ -293,13 +293,21 @@ public sealed class LongNetModelBuilder
     /// Whether RoPE rotates queries and keys at positions renumbered 0 … len−1 over the merged sequence
     /// (true) or at their original positions; renumbering needs <see cref="PositionEncoding.Rope"/> or <see cref="PositionEncoding.None"/> (checked by <see cref="Build"/>).
     /// </param>
+    /// <param name="localBlocks">Blocks right before each query group that it always keeps (a local window), ≥ 0.</param>
+    /// <param name="selection">How candidate blocks are ranked and weighted: the paper's correlation, or trainable.</param>
     /// <returns>A builder with select-and-merge attention.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="blockSize"/> is &lt; 1, <paramref name="topK"/> is &lt; 0, or <paramref name="mergeFactor"/> is &lt; 1.</exception>
-    public LongNetModelBuilder SelectMergeAttention(int blockSize = 64, int topK = 4, int mergeFactor = 1, bool sink = true, bool renumberPositions = true)
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="blockSize"/> is &lt; 1, <paramref name="topK"/> is &lt; 0, <paramref name="mergeFactor"/> is &lt; 1, or <paramref name="localBlocks"/> is &lt; 0.</exception>
+    public LongNetModelBuilder SelectMergeAttention(int blockSize = 64, int topK = 4, int mergeFactor = 1, bool sink = true, bool renumberPositions = true, int localBlocks = 0, BlockSelectionRule selection = BlockSelectionRule.Correlation)
     {
         // The core's own check (SelectMergeConfig.validate) throws naming these parameters.
-        var c = FsSelectMergeConfigModule.create(blockSize, topK, mergeFactor, sink, true, renumberPositions);
-        var options = new FsSelectMergeOptions(c.BlockSize, c.TopK, c.MergeFactor, c.Sink, c.RenumberPositions);
+        var rule = selection switch
+        {
+            BlockSelectionRule.Correlation => global::LongNet.Casm.BlockSelection.Correlation,
+            BlockSelectionRule.Trainable => global::LongNet.Casm.BlockSelection.Trainable,
+            _ => throw new ArgumentOutOfRangeException(nameof(selection), selection, "selection must be Correlation or Trainable."),
+        };
+        var c = FsSelectMergeConfigModule.validate(new global::LongNet.Casm.SelectMergeConfig(blockSize, topK, mergeFactor, sink, true, renumberPositions, localBlocks, rule));
+        var options = new FsSelectMergeOptions(c.BlockSize, c.TopK, c.MergeFactor, c.Sink, c.RenumberPositions, c.LocalBlocks, c.Selection);
         return new(settings with { Attention = FsAttentionKind.NewSelectMerge(options) });
     }
 

@@ -12,6 +12,8 @@ let valueOptions =
         "--block-size"
         "--top-k"
         "--merge-factor"
+        "--local-blocks"
+        "--selection"
         "--scaling"
         "--scale"
         "--trained-length"
@@ -32,6 +34,9 @@ let help =
   --block-size B    select-merge: rows per block (default 64)
   --top-k K         select-merge: key blocks kept per query block besides its own (default 4)
   --merge-factor M  select-merge: adjacent query blocks sharing one selection (default 1)
+  --local-blocks L  select-merge: blocks right before each query block that it always keeps (default 0)
+  --selection RULE  select-merge: correlation (the paper's, default) or trainable (the block scores
+                    also weight the chosen blocks, so training shapes them)
   --no-sink         select-merge: do not always keep block 0
   --original-positions  select-merge: rotate at original positions (default: renumbered after selection)
   --scaling NAME    RoPE position scaling: none (default), pi, ntk, dynamic-ntk, yarn, crd-ntk
@@ -48,6 +53,8 @@ let private selectMergeOptions =
         "--block-size"
         "--top-k"
         "--merge-factor"
+        "--local-blocks"
+        "--selection"
         "--no-sink"
         "--original-positions"
     ]
@@ -76,6 +83,14 @@ let attentionOf (p: Parsed) (model: ModelConfig) : AttentionKind =
             MergeFactor = intOption p "--merge-factor" 1L 1_000_000L (int64 current.MergeFactor) |> int
             Sink = current.Sink && not (has p "--no-sink")
             RenumberPositions = current.RenumberPositions && not (has p "--original-positions")
+            LocalBlocks = intOption p "--local-blocks" 0L 1_000_000L (int64 current.LocalBlocks) |> int
+            Selection =
+                match optional p "--selection" with
+                | None -> current.Selection
+                | Some text ->
+                    match ModelConfig.tryParseSelection text with
+                    | Some selection -> selection
+                    | None -> raise (UsageError $"--selection must be correlation or trainable, got '{text}'.")
         }
 
     let kind =
@@ -194,7 +209,10 @@ let describe (model: ModelConfig) : string =
     let attention =
         match model.Attention with
         | AttentionKind.SelectMerge o ->
-            $"""select-merge (block {o.BlockSize}, top-{o.TopK}, merge {o.MergeFactor}{(if o.Sink then ", sink" else "")}{(if o.RenumberPositions then ", renumbered" else "")})"""
+            $"""select-merge (block {o.BlockSize}, top-{o.TopK}, merge {o.MergeFactor}{(if o.LocalBlocks > 0 then $", {o.LocalBlocks} local" else "")}{(if o.Sink then ", sink" else "")}{(if o.RenumberPositions then ", renumbered" else "")}{(if o.Selection = LongNet.Casm.BlockSelection.Trainable then
+                                                                                                                                                                                                                                                     ", trainable selection"
+                                                                                                                                                                                                                                                 else
+                                                                                                                                                                                                                                                     "")})"""
         | kind -> ModelConfig.attentionName kind
 
     $"{attention} attention, scaling {ModelConfig.scalingName model.PositionScaling}"

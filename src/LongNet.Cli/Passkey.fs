@@ -35,6 +35,8 @@ greedily and a trial counts when the generated digits equal the pass key exactly
   --block-size B      select-merge: rows per block (default: the checkpoint's, else 64)
   --top-k K           select-merge: key blocks kept per query block besides its own (default: the checkpoint's, else 4)
   --merge-factor M    select-merge: adjacent query blocks sharing one selection (default 1)
+  --local-blocks L    select-merge: blocks right before each query block it always keeps (default: the checkpoint's)
+  --selection RULE    select-merge: correlation or trainable (default: the checkpoint's)
   --no-sink           select-merge: do not always keep block 0
   --original-positions  select-merge: rotate at original positions (default: renumbered after selection)
   --json PATH         also write the results as JSON
@@ -57,6 +59,8 @@ let private valueOptions =
         "--block-size"
         "--top-k"
         "--merge-factor"
+        "--local-blocks"
+        "--selection"
     ]
 
 /// Parses a comma-separated list of depths, each in [0, 1].

@@ -21,17 +21,23 @@ open LongNet.Experiments
 /// Usage text.
 let help =
     """longnet passkey-study --out DIR [--train-length 256] [--factors 1,2,4,8,16] [--depths 0,0.25,0.5,0.75,1]
-              [--trials 4] [--steps 3000] [--crd-steps 1000] [--attentions dense,dilated,select-merge]
-              [--seed 1] [--batch 8] [--embed 64] [--layers 2] [--heads 4] [--learning-rate 0.003]
-              [--block-size 16] [--top-k 4]
+              [--trials 4] [--steps 3000] [--sparse-steps 1000] [--sparse-length 2T] [--crd-steps 1000]
+              [--attentions dense,dilated,select-merge,select-merge-trainable] [--seed 1] [--batch 8]
+              [--embed 64] [--layers 2] [--heads 4] [--learning-rate 0.003] [--block-size 16] [--top-k 4]
+              [--local-blocks 1]
 
 The CASM passkey experiment, reproducible from its seed: for each attention kind, train a tiny byte-level
-model on generated passkey samples of --train-length tokens (plain RoPE, --steps steps), fine-tune a copy
-with CRD NTK (--crd-steps steps, scales 1 … the largest factor), then evaluate passkey retrieval at
-train-length × each factor, for plain RoPE, PI, NTK and YaRN on the base model (s = length / T) and CRD NTK
-on the fine-tuned one (same learning rate, its own warm-up). Select-merge uses blocks of --block-size,
---top-k, a sink block and renumbered positions; dilated uses the geometric groups (T/4·2^i, 2^i) until
-one segment spans the longest prompt and its answer (so --factors changes the dilated model).
+model (smeared keys) on generated passkey samples of --train-length tokens (plain RoPE, --steps steps),
+fine-tune a copy with CRD NTK (--crd-steps steps, scales 1 … the largest factor), then evaluate passkey
+retrieval at train-length × each factor, for plain RoPE, PI, NTK and YaRN on the base model (s = length / T)
+and CRD NTK on the fine-tuned one (same learning rate, its own warm-up).
+
+Select-merge models continue the dense base model for --sparse-steps steps on samples of --sparse-length
+tokens (default twice the train length, so selection has more blocks to choose from) with their own attention (blocks
+of --block-size, --top-k, --local-blocks, a sink block and renumbered positions): select-merge with the
+paper's correlation selection, select-merge-trainable with the trainable one. Dilated uses the geometric
+groups (T/4·2^i, min(2^i, heads)) until one segment spans the longest prompt and its answer (so --factors
+changes the dilated model).
 
 Writes DIR/results.json, DIR/results.md, DIR/heatmap-<attention>-<scaling>.png and the training runs
 under DIR/runs/. Exit codes: 0 done, 2 bad command line, 1 failure."""
@@ -45,6 +51,8 @@ let private valueOptions =
         "--trials"
         "--steps"
         "--crd-steps"
+        "--sparse-steps"
+        "--sparse-length"
         "--attentions"
         "--seed"
         "--batch"
@@ -54,6 +62,7 @@ let private valueOptions =
         "--learning-rate"
         "--block-size"
         "--top-k"
+        "--local-blocks"
     ]
 
 /// The scalings compared, in table order: (name, whether it runs on the CRD-fine-tuned weights).
@@ -72,15 +81,17 @@ let modelFor
     (heads: int)
     (blockSize: int)
     (topK: int)
+    (localBlocks: int)
     : ModelConfig =
-    // (T/4·2^i, 2^i) until the segment spans the longest prompt
+    // (T/4·2^i, min(2^i, heads)) until the segment spans the longest prompt: a rate ≤ heads lets the
+    // per-head offsets cover every position of every segment
     let groups =
         List.unfold
             (fun (w, r) ->
                 if w / 2 >= max trainLength longest then
                     None
                 else
-                    Some((w, r), (2 * w, 2 * r)))
+                    Some((w, min r heads), (2 * w, 2 * r)))
             (max 1 (trainLength / 4), 1)
 
     { ModelConfig.defaults with
@@ -88,12 +99,18 @@ let modelFor
         Layers = layers
         Heads = heads
         FeedForwardDim = 2 * embed
+        // smeared keys let one layer match "the token after the one I saw": retrieval then forms in a few
+        // thousand steps (dense, 256 tokens: 100 % at 3,000 steps with them, 42 % without)
+        SmearedKeys = true
+        // a 1,048,576-token prompt and its answer
+        MaxPositions = 1 <<< 21
         Groups = Groups.ofPairsOrRaise groups
         Attention =
             match attention with
             | "dilated" -> AttentionKind.Dilated
             | "dense" -> AttentionKind.Dense
-            | "select-merge" ->
+            | "select-merge"
+            | "select-merge-trainable" ->
                 AttentionKind.SelectMerge
                     {
                         BlockSize = blockSize
@@ -101,8 +118,18 @@ let modelFor
                         MergeFactor = 1
                         Sink = true
                         RenumberPositions = true
+                        LocalBlocks = localBlocks
+                        Selection =
+                            if attention = "select-merge" then
+                                Casm.BlockSelection.Correlation
+                            else
+                                Casm.BlockSelection.Trainable
                     }
-            | other -> raise (UsageError $"--attentions takes dense, dilated and select-merge, got '{other}'.")
+            | other ->
+                raise (
+                    UsageError
+                        $"--attentions takes dense, dilated, select-merge and select-merge-trainable, got '{other}'."
+                )
     }
 
 /// Trains one run in `outDir` (deleting whatever the folder held first), starting from the weights of
@@ -238,6 +265,11 @@ let run (argv: string list) : int =
             let trials = intOption p "--trials" 1L 10_000L 4L |> int
             let steps = intOption p "--steps" 1L 1_000_000L 3000L |> int
             let crdSteps = intOption p "--crd-steps" 1L 1_000_000L 1000L |> int
+            let sparseSteps = intOption p "--sparse-steps" 1L 1_000_000L 1000L |> int
+
+            let sparseLength =
+                intOption p "--sparse-length" 32L 65_536L (2L * int64 trainLength) |> int
+
             let seed = intOption p "--seed" 0L (int64 Int32.MaxValue) 1L |> int
             let batch = intOption p "--batch" 1L 4096L 8L |> int
             let embed = intOption p "--embed" 2L 4096L 64L |> int
@@ -245,6 +277,7 @@ let run (argv: string list) : int =
             let heads = intOption p "--heads" 1L 64L 4L |> int
             let blockSize = intOption p "--block-size" 1L 65_536L 16L |> int
             let topK = intOption p "--top-k" 0L 65_536L 4L |> int
+            let localBlocks = intOption p "--local-blocks" 0L 65_536L 1L |> int
 
             let learningRate =
                 optional p "--learning-rate"
@@ -255,7 +288,8 @@ let run (argv: string list) : int =
                 raise (UsageError $"--learning-rate must be in (0, 1), got {learningRate}.")
 
             let attentions =
-                (optional p "--attentions" |> Option.defaultValue "dense,dilated,select-merge")
+                (optional p "--attentions"
+                 |> Option.defaultValue "dense,dilated,select-merge,select-merge-trainable")
                     .Split(',', StringSplitOptions.TrimEntries)
                 |> List.ofArray
 
@@ -263,7 +297,8 @@ let run (argv: string list) : int =
             let longest = List.max factors * trainLength + PasskeyEvaluation.generatedTokens
 
             for a in attentions do
-                modelFor a trainLength longest embed layers heads blockSize topK |> ignore
+                modelFor a trainLength longest embed layers heads blockSize topK localBlocks
+                |> ignore
 
             Native.ensureLoaded () |> ignore
             let tokenizer = Tokenizer.byteLevel ()
@@ -271,6 +306,11 @@ let run (argv: string list) : int =
 
             if trainLength < minimum then
                 raise (UsageError $"--train-length must be ≥ {minimum} (a passkey sample's frame), got {trainLength}.")
+
+            if sparseLength < minimum then
+                raise (
+                    UsageError $"--sparse-length must be ≥ {minimum} (a passkey sample's frame), got {sparseLength}."
+                )
 
             let lengths = factors |> List.map (fun f -> f * trainLength)
             let largest = float (List.max factors)
@@ -290,10 +330,23 @@ let run (argv: string list) : int =
                     Seed = int64 seed
                 }
 
+            // the dense base model, trained once: a row of its own and the start of every select-merge model
+            let denseBase =
+                lazy
+                    (trainRun
+                        (Path.Combine(out, "runs", "dense-base"))
+                        {
+                            Model = modelFor "dense" trainLength longest embed layers heads blockSize topK localBlocks
+                            Train = train
+                            Tokenizer = ByteTokens
+                        }
+                        None)
+
             let rows =
                 [
                     for attention in attentions do
-                        let model = modelFor attention trainLength longest embed layers heads blockSize topK
+                        let model =
+                            modelFor attention trainLength longest embed layers heads blockSize topK localBlocks
 
                         let baseRun =
                             {
@@ -303,7 +356,25 @@ let run (argv: string list) : int =
                             }
 
                         let baseCheckpoint =
-                            trainRun (Path.Combine(out, "runs", $"{attention}-base")) baseRun None
+                            if attention = "dense" then
+                                denseBase.Force()
+                            elif attention.StartsWith "select-merge" then
+                                // sparse attention continues a dense model's training, as the CASM paper
+                                // fine-tunes pretrained models: the retrieval circuit forms under dense
+                                // attention, then the block selection learns to keep it fed
+                                trainRun
+                                    (Path.Combine(out, "runs", $"{attention}-base"))
+                                    { baseRun with
+                                        Train =
+                                            { train with
+                                                Steps = sparseSteps
+                                                SeqLen = sparseLength
+                                                WarmupSteps = min 100 (max 0 (sparseSteps - 1))
+                                            }
+                                    }
+                                    (Some(denseBase.Force()))
+                            else
+                                trainRun (Path.Combine(out, "runs", $"{attention}-base")) baseRun None
 
                         let crdModel =
                             { model with

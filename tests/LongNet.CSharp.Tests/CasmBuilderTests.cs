@@ -78,7 +78,7 @@ public sealed class CasmBuilderTests : IDisposable
     {
         var builder = TinyModel().SelectMergeAttention(blockSize, topK, mergeFactor, sink, renumber);
         var expected = FSharpTiny(
-            FsAttentionKind.NewSelectMerge(new FsSelectMergeOptions(blockSize, topK, mergeFactor, sink, renumber)), FsScalingMethod.PlainRope);
+            FsAttentionKind.NewSelectMerge(new FsSelectMergeOptions(blockSize, topK, mergeFactor, sink, renumber, 0, global::LongNet.Casm.BlockSelection.Correlation)), FsScalingMethod.PlainRope);
 
         Assert.Equal(expected, builder.ToFSharp());
         AssertSameLogits(builder, expected);
@@ -86,6 +86,17 @@ public sealed class CasmBuilderTests : IDisposable
         // The default options are the core's defaults; DilatedAttention() switches back.
         Assert.Equal(FsAttentionKind.NewSelectMerge(FsModelConfigModule.defaultSelectMerge), TinyModel().SelectMergeAttention().ToFSharp().Attention);
         Assert.Equal(FsAttentionKind.Dilated, builder.DilatedAttention().ToFSharp().Attention);
+    }
+
+    [Fact]
+    public void Trainable_selection_with_local_blocks_through_the_builder_equals_the_FSharp_model()
+    {
+        var builder = TinyModel().SelectMergeAttention(blockSize: 4, topK: 1, localBlocks: 1, selection: BlockSelectionRule.Trainable);
+        var expected = FSharpTiny(
+            FsAttentionKind.NewSelectMerge(new FsSelectMergeOptions(4, 1, 1, true, true, 1, global::LongNet.Casm.BlockSelection.Trainable)), FsScalingMethod.PlainRope);
+
+        Assert.Equal(expected, builder.ToFSharp());
+        AssertSameLogits(builder, expected);
     }
 
     [Fact]
@@ -166,6 +177,8 @@ public sealed class CasmBuilderTests : IDisposable
         Throws<ArgumentOutOfRangeException>("blockSize", () => b.SelectMergeAttention(blockSize: 0));
         Throws<ArgumentOutOfRangeException>("blockSize", () => b.SelectMergeAttention(blockSize: -3));
         Throws<ArgumentOutOfRangeException>("topK", () => b.SelectMergeAttention(topK: -1));
+        Throws<ArgumentOutOfRangeException>("localBlocks", () => b.SelectMergeAttention(localBlocks: -1));
+        Throws<ArgumentOutOfRangeException>("selection", () => b.SelectMergeAttention(selection: (BlockSelectionRule)7));
         Throws<ArgumentOutOfRangeException>("mergeFactor", () => b.SelectMergeAttention(mergeFactor: 0));
 
         // What spans several calls is checked by Build: renumbered positions cannot carry xPos's decay.

@@ -230,8 +230,10 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
                 "2"
                 "--crd-steps"
                 "2"
+                "--sparse-steps"
+                "2"
                 "--attentions"
-                "select-merge,dense,dilated"
+                "select-merge-trainable,select-merge,dense,dilated"
                 "--embed"
                 "8"
                 "--heads"
@@ -245,7 +247,7 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
     Assert.True((code = 0), stderr)
     let results = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "results.json")))
     let rows = results.["rows"] :?> JsonArray
-    Assert.Equal(3 * PasskeyStudy.scalings.Length, rows.Count)
+    Assert.Equal(4 * PasskeyStudy.scalings.Length, rows.Count)
 
     for r in rows do
         Assert.Equal(2, (r.["cells"] :?> JsonArray).Count)
@@ -255,16 +257,22 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
     Assert.Contains("224 (2×)", table)
     Assert.True(File.Exists(Path.Combine(out, "heatmap-select-merge-crd-ntk.png")))
     Assert.True(File.Exists(Path.Combine(out, "runs", "dense-crd", "crd_log.csv")))
+    // the select-merge models continue the dense base for --sparse-steps steps, with their own selection
+    let trainable =
+        File.ReadAllText(Path.Combine(out, "runs", "select-merge-trainable-base", "config.json"))
+
+    Assert.Contains("\"selection\": \"trainable\"", trainable)
+    Assert.Contains("\"steps\": 2", trainable)
 
 [<Fact>]
-let ``the study's dilated model has geometric groups from T/4 until a segment holds the longest prompt and its answer``
+let ``the study's dilated model has geometric groups from T/4, rates capped at the heads, until a segment holds the longest prompt``
     ()
     =
-    let m = PasskeyStudy.modelFor "dilated" 256 (4096 + 8) 64 2 4 16 4
+    let m = PasskeyStudy.modelFor "dilated" 256 (4096 + 8) 64 2 4 16 4 1
     Assert.Equal<int list>([ 64; 128; 256; 512; 1024; 2048; 4096; 8192 ], m.Groups |> List.map _.SegmentLength)
-    Assert.Equal<int list>([ 1; 2; 4; 8; 16; 32; 64; 128 ], m.Groups |> List.map _.DilationRate)
+    Assert.Equal<int list>([ 1; 2; 4; 4; 4; 4; 4; 4 ], m.Groups |> List.map _.DilationRate)
     // a segment of exactly 256 would start a new segment at the first answer token of a 256-token prompt
-    let short = PasskeyStudy.modelFor "dilated" 256 (256 + 8) 64 2 4 16 4
+    let short = PasskeyStudy.modelFor "dilated" 256 (256 + 8) 64 2 4 16 4 1
     Assert.Equal<int list>([ 64; 128; 256; 512 ], short.Groups |> List.map _.SegmentLength)
 
 [<Fact>]

@@ -30,6 +30,8 @@ let private selectMerge =
             MergeFactor = 1
             Sink = true
             RenumberPositions = true
+            LocalBlocks = 0
+            Selection = Casm.BlockSelection.Correlation
         }
 
 let private attentions =
@@ -44,6 +46,18 @@ let private attentions =
                 MergeFactor = 2
                 Sink = false
                 RenumberPositions = false
+                LocalBlocks = 0
+                Selection = Casm.BlockSelection.Correlation
+            }
+        AttentionKind.SelectMerge
+            {
+                BlockSize = 2
+                TopK = 1
+                MergeFactor = 1
+                Sink = true
+                RenumberPositions = true
+                LocalBlocks = 1
+                Selection = Casm.BlockSelection.Trainable
             }
     ]
 
@@ -113,6 +127,8 @@ let ``a configuration written before the switch loads with dilated attention and
 [<InlineData("""{"attention": "select-merge", "selectMerge": {"blockSize": 0}}""", "model.selectMerge.blockSize")>]
 [<InlineData("""{"attention": "select-merge", "selectMerge": {"topK": -1}}""", "model.selectMerge.topK")>]
 [<InlineData("""{"attention": "select-merge", "selectMerge": {"mergeFactor": 0}}""", "model.selectMerge.mergeFactor")>]
+[<InlineData("""{"attention": "select-merge", "selectMerge": {"localBlocks": -1}}""", "model.selectMerge.localBlocks")>]
+[<InlineData("""{"attention": "select-merge", "selectMerge": {"selection": "learned"}}""", "model.selectMerge.selection")>]
 [<InlineData("""{"selectMerge": {"blocks": 4}}""", "model.selectMerge.blocks")>]
 [<InlineData("""{"attention": "select-merge", "position": "xpos"}""", "model.selectMerge.renumberPositions")>]
 [<InlineData("""{"positionScaling": {"method": "rope2"}}""", "model.positionScaling.method")>]
@@ -218,6 +234,12 @@ let ``generation equals the greedy argmax of the full forward for every attentio
 
             Assert.Equal<int[]>(sequence.ToArray().[prompt.Length ..], generated)
             Assert.Equal(ModelConfig.supportsKvCache model.Config, model.SupportsKvCache)
+            // the same choices from one chunked forward over the prompt and the continuation
+            use all =
+                torch.tensor(sequence.ToArray().[.. sequence.Count - 2] |> Array.map int64).view(1L, -1L)
+
+            use tail = model.GreedyTail(all, 9, 4)
+            Assert.Equal<int[]>(generated, tail.data<int64>().ToArray() |> Array.map int)
 
 [<Fact>]
 let ``dense attention decodes with an exact KV cache; select-merge refuses one`` () =
@@ -248,6 +270,8 @@ let private passkeyRun (scaling: ScalingMethod) (seed: int64) : RunConfig =
                             MergeFactor = 1
                             Sink = true
                             RenumberPositions = false
+                            LocalBlocks = 0
+                            Selection = Casm.BlockSelection.Correlation
                         }
             }
         Train =
@@ -347,6 +371,8 @@ let ``select-merge over every block at original positions equals dense attention
                 MergeFactor = 1
                 Sink = true
                 RenumberPositions = false
+                LocalBlocks = 0
+                Selection = Casm.BlockSelection.Correlation
             }
 
     for scaling in [ PlainRope; NtkAware 3.0 ] do

@@ -43,6 +43,11 @@ let private caseGen =
         let! sink = Gen.elements [ false; true ]
         let! causal = Gen.elements [ false; true ]
         let! renumber = Gen.elements [ false; true ]
+        let! localBlocks = Gen.choose (0, 2)
+
+        let! selection =
+            Gen.elements [ BlockSelection.Correlation; BlockSelection.Trainable ]
+
         let! seed = Gen.choose (0, 1_000_000)
 
         return
@@ -51,7 +56,11 @@ let private caseGen =
                 Heads = heads
                 HeadDim = 2 * halfDim
                 Length = length
-                Config = SelectMergeConfig.create blockSize topK mergeFactor sink causal renumber
+                Config =
+                    { SelectMergeConfig.create blockSize topK mergeFactor sink causal renumber with
+                        LocalBlocks = localBlocks
+                        Selection = selection
+                    }
                 Seed = seed
             }
     }
@@ -70,9 +79,11 @@ let private inputs (c: CasmCase) =
 
 let private maxDiff (a: torch.Tensor) (b: torch.Tensor) = (a - b).abs().max().item<float>()
 
+/// The case's config keeping every block, with the paper's selection (no score bias).
 let private keepAll (c: CasmCase) =
     { c.Config with
         TopK = SelectMergePlan.blockCount c.Config c.Length
+        Selection = BlockSelection.Correlation
     }
 
 [<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
@@ -139,7 +150,9 @@ let ``causal: changing future keys and values never changes earlier outputs`` (c
     worst <= 1e-12 |> Prop.label $"outputs ≤ {cut} moved by {worst:E3}"
 
 [<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
-let ``selection keeps the own blocks, the sink, and exactly the top-k scoring earlier or other blocks`` (c: CasmCase) =
+let ``selection keeps the own and local blocks, the sink, and exactly the top-k scoring earlier or other blocks``
+    (c: CasmCase)
+    =
     init.Force()
     use _scope = torch.NewDisposeScope()
     let cfg = c.Config
@@ -176,10 +189,14 @@ let ``selection keeps the own blocks, the sink, and exactly the top-k scoring ea
 
                     let sink = cfg.Sink && not (Array.contains 0 own)
                     let limit = if cfg.Causal then g * m else nb
+                    let local = [| max 0 (g * m - cfg.LocalBlocks) .. g * m - 1 |]
 
                     let cands =
                         [| 0 .. limit - 1 |]
-                        |> Array.filter (fun j -> not (Array.contains j own) && not (sink && j = 0))
+                        |> Array.filter (fun j ->
+                            not (Array.contains j own)
+                            && not (Array.contains j local)
+                            && not (sink && j = 0))
 
                     let beats i j =
                         score i > score j || (score i = score j && i < j)
@@ -189,7 +206,9 @@ let ``selection keeps the own blocks, the sink, and exactly the top-k scoring ea
                         |> Array.filter (fun j -> (cands |> Array.filter (fun i -> beats i j)).Length < cfg.TopK)
 
                     let expected =
-                        Array.concat [ own; (if sink then [| 0 |] else [||]); top ] |> Array.sort
+                        Array.concat [ own; local; (if sink then [| 0 |] else [||]); top ]
+                        |> Array.distinct
+                        |> Array.sort
 
                     let got = selection.[bh * groups + g]
 
@@ -213,7 +232,7 @@ let ``ties go to the lower block index`` () =
 let ``the pair count is linear in n for fixed block size, top-k and merge factor`` (c: CasmCase) =
     let cfg = c.Config
     let b, m, k = int64 cfg.BlockSize, int64 cfg.MergeFactor, int64 cfg.TopK
-    let perRow = (m + k + 1L) * b
+    let perRow = (m + int64 cfg.LocalBlocks + k + 1L) * b
 
     [ c.Length; 10 * c.Length; 1000 * c.Length ]
     |> List.forall (fun n ->
@@ -288,7 +307,9 @@ let ``renumbered positions stay below the merged length and a query shares its n
 
     let qo, qn = qOrig.data<int64>().ToArray(), qNum.data<int64>().ToArray()
     let width, rows = slots * cfg.BlockSize, int qGroups.shape.[3]
-    let bound = int64 ((cfg.MergeFactor + cfg.TopK + 1) * cfg.BlockSize)
+
+    let bound =
+        int64 ((cfg.MergeFactor + cfg.LocalBlocks + cfg.TopK + 1) * cfg.BlockSize)
 
     let mutable ok = kn |> Array.forall (fun p -> p < bound)
 
@@ -354,3 +375,113 @@ let ``the chunked selection equals the whole-matrix selection for any chunk size
 
     for i in 0 .. whole.Length - 1 do
         Assert.Equal<int[]>(whole.[i], chunked.[i])
+
+/// The case's config keeping every block with the trainable selection, no RoPE renumbering.
+let private trainableOverAll (c: CasmCase) =
+    { c.Config with
+        TopK = SelectMergePlan.blockCount c.Config c.Length
+        Selection = BlockSelection.Trainable
+        RenumberPositions = false
+    }
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 30)>]
+let ``trainable selection over every block is dense attention with each chosen block biased by its log-softmax score``
+    (c: CasmCase)
+    =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let q, k, v = inputs c
+    let scale = 1.0 / sqrt (float c.HeadDim)
+    let cfg = trainableOverAll c
+    let out, _ = SelectMerge.attend cfg None scale q k v
+    // the reference: scores from the summaries, the bias written out per (query, key) position
+    let n, b, m = c.Length, cfg.BlockSize, cfg.MergeFactor
+    let nb = SelectMergePlan.blockCount cfg n
+    let qBlocks, valid = SelectMerge.splitBlocks b q
+    let kBlocks, _ = SelectMerge.splitBlocks b k
+    let qGroups, qValid = SelectMerge.groupBlocks m qBlocks valid
+    let groups = int qGroups.shape.[2]
+
+    let summaries =
+        if cfg.Causal then
+            SelectMerge.causalGroupSummaries b m groups q
+        else
+            SelectMerge.maskedMean qGroups qValid
+
+    let scores =
+        SelectMerge.correlationScores summaries (SelectMerge.blockSummaries kBlocks valid)
+
+    let s = scores.contiguous().data<float>().ToArray()
+    let bias = Array.zeroCreate<float>(c.Batch * c.Heads * n * n)
+
+    for bh in 0 .. c.Batch * c.Heads - 1 do
+        for g in 0 .. groups - 1 do
+            let chosen = SelectMergePlan.candidates cfg nb g
+            let score j = s.[(bh * groups + g) * nb + j] * scale
+
+            if chosen.Length > 0 then
+                let top = chosen |> Array.map score |> Array.max
+
+                let lse = top + log (chosen |> Array.sumBy (fun j -> exp (score j - top)))
+
+                for i in g * m * b .. min n ((g + 1) * m * b) - 1 do
+                    for j in chosen do
+                        for key in j * b .. min n ((j + 1) * b) - 1 do
+                            bias.[(bh * n + i) * n + key] <- score j - lse
+
+    let biasT =
+        torch.tensor(bias, dtype = torch.float64).reshape(int64 c.Batch, int64 c.Heads, int64 n, int64 n)
+
+    let logits = q.matmul (k.transpose (-2L, -1L)) * scale + biasT
+
+    let logits =
+        if cfg.Causal then
+            logits.masked_fill (torch.ones(int64 n, int64 n, dtype = torch.ScalarType.Bool).triu 1L, -1e300)
+        else
+            logits
+
+    let expected = logits.softmax(-1L).matmul v
+    let worst = maxDiff out expected
+    worst <= 1e-10 |> Prop.label $"max |Δ| = {worst:E3}"
+
+[<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 15)>]
+let ``trainable selection: autograd gradients match finite differences, so the loss reaches the block scores``
+    (c: CasmCase)
+    =
+    init.Force()
+    use _scope = torch.NewDisposeScope()
+    let q0, k0, v0 = inputs c
+    let scale = 1.0 / sqrt (float c.HeadDim)
+    let cfg = trainableOverAll c
+    let weights = torch.cos (q0 + 2.0 * v0)
+
+    let loss (q: torch.Tensor) (k: torch.Tensor) =
+        (fst (SelectMerge.attend cfg None scale q k v0) * weights).sum()
+
+    let q, k = q0.detach().requires_grad_ true, k0.detach().requires_grad_ true
+    (loss q k).backward()
+    let gq, gk = q.grad.data<float>().ToArray(), k.grad.data<float>().ToArray()
+    let eps = 1e-6
+
+    let numeric (which: int) (i: int) =
+        use _ = torch.no_grad ()
+
+        let bump (delta: float) =
+            let x = (if which = 0 then q0 else k0).clone()
+            x.view(-1L).[int64 i] <- torch.tensor (x.view(-1L).[int64 i].item<float>() + delta, dtype = torch.float64)
+
+            let value = if which = 0 then loss x k0 else loss q0 x
+
+            value.item<float>()
+
+        (bump eps - bump -eps) / (2.0 * eps)
+
+    let size = int (q0.numel ())
+
+    let worst =
+        [
+            for i in 0..7 .. size - 1 -> max (abs (numeric 0 i - gq.[i])) (abs (numeric 1 i - gk.[i]))
+        ]
+        |> List.max
+
+    worst <= 1e-6 |> Prop.label $"max |autograd − numeric| = {worst:E3}"

@@ -734,3 +734,28 @@ let ``the passkey grid scores each trial like a hand-made prompt and generation 
             PasskeyEvaluation.evaluate model bytes [ 5 ] depths 1 seed ignore |> ignore)
 
     Assert.Equal("targetLength", e.ParamName)
+
+[<Fact>]
+let ``the one-forward passkey verdict agrees with what greedy decoding would write`` () =
+    let bytes = Tokenizer.byteLevel ()
+    let answer = bytes.Encode " 12345"
+
+    let verdict (choices: string) (last: int) =
+        PasskeyEvaluation.verdictOfChoices bytes answer (Array.append (bytes.Encode choices) [| last |]) "12345"
+
+    let eot = bytes.EndOfText.Value
+    // every choice follows the answer, then the run of digits ends (a full stop, end of text) or goes on
+    Assert.Equal(Some true, verdict " 12345" (int '.'))
+    Assert.Equal(Some true, verdict " 12345" eot)
+    Assert.Equal(Some false, verdict " 12345" (int '6'))
+    // the first choice leaves the answer with a digit that cannot start the key, or with more whitespace
+    Assert.Equal(Some false, PasskeyEvaluation.verdictOfChoices bytes answer [| int '7'; 0; 0; 0; 0; 0; 0 |] "12345")
+    Assert.Equal(None, PasskeyEvaluation.verdictOfChoices bytes answer [| int ' '; int ' '; 0; 0; 0; 0; 0 |] "12345")
+    // a wrong digit, or a run that ends early, after a matching prefix
+    Assert.Equal(Some false, PasskeyEvaluation.verdictOfChoices bytes answer [| 32; 49; 50; 57; 0; 0; 0 |] "12345")
+    Assert.Equal(Some false, PasskeyEvaluation.verdictOfChoices bytes answer [| 32; 49; 50; int '.'; 0; 0; 0 |] "12345")
+    Assert.Equal(Some false, PasskeyEvaluation.verdictOfChoices bytes answer [| 32; 49; eot; 0; 0; 0; 0 |] "12345")
+
+    Assert.Throws<ArgumentException>(fun () ->
+        PasskeyEvaluation.verdictOfChoices bytes answer [| 32 |] "12345" |> ignore)
+    |> ignore

@@ -147,27 +147,32 @@ let selectInChunks
         use scope = torch.NewDisposeScope()
         let c = min chunk (groups - g0)
         let device = groupQueries.device
+        // causal: no group of the chunk may pick a block at or after its last group's first own block
+        let width = if config.Causal then min nb ((g0 + c - 1) * m) else nb
 
         let scores =
-            groupQueries.narrow(2L, int64 g0, int64 c).matmul(keys).to_type torch.ScalarType.Float64
+            groupQueries.narrow(2L, int64 g0, int64 c).matmul(keys.narrow (-1L, 0L, int64 width))
 
-        // NaN and −∞ become the lowest finite score: still candidates, ranked last
-        use lowest = Double.MinValue.ToScalar()
-        use zeroScore = 0.0.ToScalar()
+        // NaN and −∞ become the lowest finite score of the dtype: still candidates, ranked last
+        let lowest =
+            if scores.dtype = torch.ScalarType.Float64 then
+                Double.MinValue
+            else
+                float Single.MinValue
 
-        let scores =
-            torch.where (scores.isfinite().logical_or(scores.gt zeroScore), scores, torch.full_like (scores, lowest))
-
-        let j = torch.arange(int64 nb, device = device).view(1L, -1L)
+        let scores = scores.nan_to_num (lowest, Double.PositiveInfinity, lowest)
+        let j = torch.arange(int64 width, device = device).view(1L, -1L)
         let g = torch.arange(int64 g0, int64 (g0 + c), device = device).view(-1L, 1L)
         let firstOwn = g * int64 m
-        let own = j.ge(firstOwn).logical_and(j.lt (firstOwn + int64 m))
+        // own and local blocks: kept whatever the scores
+        let nearby =
+            j.ge(firstOwn - int64 config.LocalBlocks).logical_and(j.lt (firstOwn + int64 m))
 
         let allowed =
             if config.Causal then
                 j.lt firstOwn
             else
-                torch.ones_like (own)
+                torch.ones_like (nearby)
 
         use zero = 0L.ToScalar()
 
@@ -175,13 +180,14 @@ let selectInChunks
             if config.Sink then
                 j.eq(zero).logical_and(g.gt zero)
             else
-                torch.zeros_like (own)
+                torch.zeros_like (nearby)
 
         let candidate =
-            allowed.logical_and(own.logical_not ()).logical_and(sinkTaken.logical_not ())
+            allowed.logical_and(nearby.logical_not ()).logical_and(sinkTaken.logical_not ())
 
         use negativeInfinity = Double.NegativeInfinity.ToScalar()
         let masked = scores.masked_fill (candidate.logical_not (), negativeInfinity)
+        let take = min take width
 
         let chosen, chosenValues =
             if take = 0 then
@@ -189,7 +195,8 @@ let selectInChunks
             else
                 let struct (values, indices) = masked.topk (take, -1, true, true)
 
-                indices.cpu().contiguous().data<int64>().ToArray(), values.cpu().contiguous().data<float>().ToArray()
+                indices.cpu().contiguous().data<int64>().ToArray(),
+                values.to_type(torch.ScalarType.Float64).cpu().contiguous().data<float>().ToArray()
 
         for b in 0 .. int bsz - 1 do
             for h in 0 .. int heads - 1 do
@@ -204,10 +211,8 @@ let selectInChunks
                                     int chosen.[row * take + t]
                         |]
 
-                    let sink = if config.Sink && nb > 0 && group > 0 then [| 0 |] else [||]
-
                     result.[((b * int heads) + h) * groups + group] <-
-                        Array.concat [ SelectMergePlan.ownBlocks config nb group; sink; picked ]
+                        Array.concat [ SelectMergePlan.keptBlocks config nb group; picked ]
                         |> Array.sort
 
     result
@@ -234,6 +239,75 @@ let merge (selection: int[][]) (slots: int) (blocks: torch.Tensor) : torch.Tenso
 
     let flat = blocks.reshape (bsz, heads, nb, b * d)
     torch.gather(flat, 2L, index).reshape(bsz, heads, groups, int64 slots * b, d)
+
+/// The score bias of the trainable selection on the merged keys of groups firstGroup … firstGroup+c−1,
+/// `[B, H, c, S·b]` (`selection` and `groupQueries` hold those groups only): a slot holding a block
+/// that group g chose by score gets log-softmax, over the blocks g chose, of (Q̄_g · K̄_j)·`scale`; slots
+/// of kept blocks (own, local, sink) and padding get 0. Inputs: the group summaries `[B, H, ng, d]`, the
+/// key-block summaries `[B, H, nb, d]`, the selection and the slot count S. Differentiable in both
+/// summaries, so the loss trains the scores that rank the blocks.
+let selectionBiasFrom
+    (config: SelectMergeConfig)
+    (firstGroup: int)
+    (scale: float)
+    (selection: int[][])
+    (slots: int)
+    (groupQueries: torch.Tensor)
+    (keySummaries: torch.Tensor)
+    : torch.Tensor =
+    let s = groupQueries.shape
+    let bsz, heads, groups, d = s.[0], s.[1], s.[2], s.[3]
+    let nb = int keySummaries.shape.[2]
+    let cells = selection.Length * slots
+
+    let blockAt i =
+        let sel = selection.[i / slots]
+        if i % slots < sel.Length then sel.[i % slots] else -1
+
+    let index =
+        torch
+            .tensor(Array.init cells (fun i -> int64 (max 0 (blockAt i))), device = groupQueries.device)
+            .reshape(bsz, heads, groups * int64 slots, 1L)
+            .expand(bsz, heads, groups * int64 slots, d)
+
+    let chosen =
+        torch
+            .tensor(
+                Array.init cells (fun i ->
+                    let block = blockAt i
+
+                    block >= 0
+                    && not (SelectMergePlan.isKept config nb (firstGroup + (i / slots) % int groups) block)),
+                device = groupQueries.device
+            )
+            .reshape(bsz, heads, groups, int64 slots)
+
+    let summaries =
+        torch.gather(keySummaries, 2L, index).reshape(bsz, heads, groups, int64 slots, d)
+
+    use scaleScalar = scale.ToScalar()
+    // a finite floor, so a group that chose nothing gets no NaN in the backward of logsumexp
+    use floor = -1e30.ToScalar()
+
+    let scores =
+        (groupQueries.unsqueeze (-2L) * summaries).sum(-1L).mul(scaleScalar).masked_fill(chosen.logical_not (), floor)
+
+    let logWeights = scores - scores.logsumexp (-1L, true)
+    let bias = torch.where (chosen, logWeights, torch.zeros_like logWeights)
+    let b = int64 config.BlockSize
+
+    bias.unsqueeze(-1L).expand(bsz, heads, groups, int64 slots, b).reshape(bsz, heads, groups, int64 slots * b)
+
+/// `selectionBiasFrom` for groups 0 … ng−1.
+let selectionBias
+    (config: SelectMergeConfig)
+    (scale: float)
+    (selection: int[][])
+    (slots: int)
+    (groupQueries: torch.Tensor)
+    (keySummaries: torch.Tensor)
+    : torch.Tensor =
+    selectionBiasFrom config 0 scale selection slots groupQueries keySummaries
 
 /// Positions of the merged keys, each `[B, H, ng, S·b]` (int64): (original position, renumbered
 /// position = slot index in the merged sequence, valid = a real key in a used slot).
@@ -267,11 +341,12 @@ let mergedKeyLayout
 
     make original, make renumbered, torch.tensor(valid, device = device).reshape shape
 
-/// Positions of the grouped queries `[B, H, ng, m·b]` (int64): (original position, renumbered
-/// position = where the query's own block sits in its group's merged sequence, plus its offset).
-let groupQueryLayout
+/// `groupQueryLayout` for the selection rows of groups firstGroup … firstGroup+groups−1 (`selection` ordered
+/// by (batch, head), then group).
+let groupQueryLayoutFrom
     (config: SelectMergeConfig)
     (selection: int[][])
+    (firstGroup: int)
     (groups: int)
     (shape: int64[])
     (device: torch.Device)
@@ -281,7 +356,7 @@ let groupQueryLayout
     let total = selection.Length * width
 
     let original =
-        Array.init total (fun i -> int64 (((i / width) % groups) * width + i % width))
+        Array.init total (fun i -> int64 ((firstGroup + (i / width) % groups) * width + i % width))
 
     let renumbered =
         Array.init total (fun i ->
@@ -293,6 +368,17 @@ let groupQueryLayout
         torch.tensor(a, device = device).reshape shape
 
     make original, make renumbered
+
+/// Positions of the grouped queries `[B, H, ng, m·b]` (int64): (original position, renumbered
+/// position = where the query's own block sits in its group's merged sequence, plus its offset).
+let groupQueryLayout
+    (config: SelectMergeConfig)
+    (selection: int[][])
+    (groups: int)
+    (shape: int64[])
+    (device: torch.Device)
+    : torch.Tensor * torch.Tensor =
+    groupQueryLayoutFrom config selection 0 groups shape device
 
 /// The rotation applied to queries and keys: inverse frequencies f_i `[d/2]` (any RoPE scaling) and an
 /// amplitude that multiplies both (YaRN's temperature; 1 otherwise).
@@ -322,15 +408,31 @@ let rotateWith (rotation: Rotation) (positions: torch.Tensor) (x: torch.Tensor) 
     let frequencies =
         torch.tensor (rotation.Frequencies, dtype = torch.float64, device = x.device)
 
-    let angles = positions.to_type(torch.float64).unsqueeze(-1L).mul frequencies
+    // one table row per position 0 … max (float64 angles, then x's dtype), gathered by position: the
+    // renumbered positions repeat across groups, so the table stays small whatever the length
+    let span =
+        if positions.numel () = 0L then
+            1L
+        else
+            positions.max().item<int64>() + 1L
+
+    let angles =
+        torch.arange(span, dtype = torch.float64, device = x.device).unsqueeze(-1L).mul frequencies
 
     let widen (a: torch.Tensor) (b: torch.Tensor) =
         torch.stack([| a; b |], -1L).flatten(-2L)
 
     use amplitude = rotation.Amplitude.ToScalar()
-    let cos = widen (angles.cos ()) (angles.cos ()) * amplitude
-    let sin = widen (angles.sin().neg()) (angles.sin ()) * amplitude
-    LongNet.TensorOps.plus (x * cos.to_type x.dtype) (Rope.swapPairs x * sin.to_type x.dtype)
+
+    let lookup (table: torch.Tensor) =
+        table
+            .to_type(x.dtype)
+            .index_select(0L, positions.reshape (-1L))
+            .reshape(Array.append positions.shape [| int64 d |])
+
+    let cos = lookup (widen (angles.cos ()) (angles.cos ()) * amplitude)
+    let sin = lookup (widen (angles.sin().neg()) (angles.sin ()) * amplitude)
+    LongNet.TensorOps.plus (x * cos) (Rope.swapPairs x * sin)
 
 /// RoPE (interleaved pairs, as `Rope.rotate`) at per-row `positions` `[…, n]` (int64, broadcastable to
 /// the leading dims of `x`) for `x` `[…, n, d]`: angles p·θ^(−2i/d) in float64, then x's dtype.
@@ -339,9 +441,11 @@ let rotateAt (settings: RopeSettings) (positions: torch.Tensor) (x: torch.Tensor
     rotateWith (ropeRotation settings d) positions x
 
 /// Masked softmax attention of grouped queries over merged keys: q `[…, R, d]`, k/v `[…, K, d]`,
-/// `allowed` `[…, R, K]` (bool) → (out `[…, R, d]`, lse `[…, R]`), Attend-style (float64 stays float64).
+/// `allowed` `[…, R, K]` (bool), an optional score bias per key `[…, K]` → (out `[…, R, d]`, lse
+/// `[…, R]`), Attend-style (float64 stays float64).
 let attendMasked
     (scale: float)
+    (bias: torch.Tensor option)
     (allowed: torch.Tensor)
     (q: torch.Tensor)
     (k: torch.Tensor)
@@ -357,20 +461,24 @@ let attendMasked
     use fill = Attend.maskedScore.ToScalar()
 
     let scores =
-        q
-            .to_type(dtype)
-            .matmul(k.to_type(dtype).transpose(-2L, -1L))
-            .mul(scaleScalar)
-            .masked_fill(allowed.logical_not (), fill)
+        q.to_type(dtype).matmul(k.to_type(dtype).transpose(-2L, -1L)).mul(scaleScalar)
+
+    let scores =
+        match bias with
+        | Some b -> scores + b.to_type(dtype).unsqueeze -2L
+        | None -> scores
+
+    let scores = scores.masked_fill (allowed.logical_not (), fill)
 
     let lse = scores.logsumexp (-1L, true)
     let out = (scores - lse).exp().matmul(v.to_type dtype)
     out.to_type q.dtype, lse.squeeze -1L
 
 /// Select-and-merge attention `[B, H, n, d]` → (out `[B, H, n, d]`, lse `[B, H, n]`): each group of m
-/// query blocks attends over the concatenation of its selected key blocks (scored against the group's
-/// mean query; causal: `causalGroupSummaries`, so no row's selection depends on later rows), with causal masking on
-/// original positions and padding masked; `rotation` rotates q/k at original or renumbered positions.
+/// query blocks attends over the concatenation of its kept and selected key blocks (scored against the
+/// group's mean query; causal: `causalGroupSummaries`, so no row's selection depends on later rows), with
+/// causal masking on original positions and padding masked; the trainable selection adds `selectionBias`;
+/// `rotation` rotates q/k at original or renumbered positions.
 let attendRotated
     (config: SelectMergeConfig)
     (rotation: Rotation option)
@@ -404,39 +512,101 @@ let attendRotated
         else
             maskedMean qGroups qValid
 
+    let keySummaries = blockSummaries kBlocks valid
     // scores a chunk of query groups at a time: memory linear in the length (16 M scores per chunk)
-    let selection =
-        selectInChunks config (1L <<< 24) groupSummaries (blockSummaries kBlocks valid)
+    let selection = selectInChunks config (1L <<< 24) groupSummaries keySummaries
 
     let slots = selection |> Array.map Array.length |> Array.max
-    let bsz, heads, groups = q.shape.[0], q.shape.[1], qGroups.shape.[2]
-    let kMerged = merge selection slots kBlocks
-    let vMerged = merge selection slots vBlocks
+    let bsz, heads, groups = q.shape.[0], q.shape.[1], int qGroups.shape.[2]
+    let rowsPerGroup = qGroups.shape.[3]
 
-    let keyOriginal, keyRenumbered, keyValid =
-        mergedKeyLayout selection slots config.BlockSize (int n) kMerged.shape.[..3] q.device
+    // attention for query groups g0 … g0+c−1 → (out `[B, H, c·m·b, d]`, lse `[B, H, c·m·b]`)
+    let attendGroups (g0: int) (c: int) =
+        let selection =
+            Array.init (int (bsz * heads) * c) (fun i -> selection.[(i / c) * groups + g0 + i % c])
 
-    let queryOriginal, queryRenumbered =
-        groupQueryLayout config selection (int groups) qGroups.shape.[..3] q.device
+        let qGroups = qGroups.narrow (2L, int64 g0, int64 c)
+        let kMerged = merge selection slots kBlocks
+        let vMerged = merge selection slots vBlocks
 
-    let qGroups, kMerged =
-        match rotation with
-        | Some r when config.RenumberPositions ->
-            rotateWith r queryRenumbered qGroups, rotateWith r keyRenumbered kMerged
-        | _ -> qGroups, kMerged
+        let keyOriginal, _, keyValid =
+            mergedKeyLayout selection slots config.BlockSize (int n) kMerged.shape.[..3] q.device
 
-    let allowed = keyValid.unsqueeze -2L
+        let queryOriginal, queryRenumbered =
+            groupQueryLayoutFrom config selection g0 c qGroups.shape.[..3] q.device
 
-    let allowed =
-        if config.Causal then
-            allowed.logical_and (keyOriginal.unsqueeze(-2L).le(queryOriginal.unsqueeze -1L))
+        let qGroups, kMerged =
+            match rotation with
+            | Some r when config.RenumberPositions ->
+                // every group's merged keys sit at slots 0 … S·b−1: one row of positions, broadcast
+                let keySlots =
+                    torch.arange(kMerged.shape.[3], dtype = torch.int64, device = q.device).view(1L, 1L, 1L, -1L)
+
+                rotateWith r queryRenumbered qGroups, rotateWith r keySlots kMerged
+            | _ -> qGroups, kMerged
+
+        let allowed = keyValid.unsqueeze -2L
+
+        let allowed =
+            if config.Causal then
+                allowed.logical_and (keyOriginal.unsqueeze(-2L).le(queryOriginal.unsqueeze -1L))
+            else
+                allowed
+
+        let bias =
+            match config.Selection with
+            | BlockSelection.Correlation -> None
+            | BlockSelection.Trainable ->
+                Some(
+                    selectionBiasFrom
+                        config
+                        g0
+                        scale
+                        selection
+                        slots
+                        (groupSummaries.narrow (2L, int64 g0, int64 c))
+                        keySummaries
+                )
+
+        let out, lse = attendMasked scale bias allowed qGroups kMerged vMerged
+        let rows = int64 c * rowsPerGroup
+        out.reshape (bsz, heads, rows, q.shape.[3]), lse.reshape (bsz, heads, rows)
+
+    // Without autograd the groups go a chunk at a time (at most 16 M scores each), each chunk's merged
+    // keys and scores freed before the next: memory linear in the length with a small constant. With
+    // autograd every group's tensors are kept for the backward anyway, so they go at once.
+    let needsGrad =
+        torch.is_grad_enabled ()
+        && (q.requires_grad || k.requires_grad || v.requires_grad)
+
+    let perGroup =
+        max 1L (bsz * heads * rowsPerGroup * int64 slots * int64 config.BlockSize)
+
+    let chunk =
+        if needsGrad then
+            groups
         else
-            allowed
+            int (max 1L (min (int64 groups) ((1L <<< 24) / perGroup)))
 
-    let out, lse = attendMasked scale allowed qGroups kMerged vMerged
-    let rows = groups * qGroups.shape.[3]
+    let parts =
+        [
+            for g0 in 0..chunk .. groups - 1 do
+                let c = min chunk (groups - g0)
 
-    out.reshape(bsz, heads, rows, q.shape.[3]).narrow(2L, 0L, n), lse.reshape(bsz, heads, rows).narrow(2L, 0L, n)
+                if needsGrad then
+                    attendGroups g0 c
+                else
+                    use _chunkScope = torch.NewDisposeScope()
+                    let out, lse = attendGroups g0 c
+                    out.MoveToOuterDisposeScope(), lse.MoveToOuterDisposeScope()
+        ]
+
+    let join (tensors: torch.Tensor list) =
+        match tensors with
+        | [ single ] -> single
+        | many -> torch.cat (Array.ofList many, 2L)
+
+    (join (parts |> List.map fst)).narrow(2L, 0L, n), (join (parts |> List.map snd)).narrow(2L, 0L, n)
 
 /// Select-and-merge attention with plain RoPE (`rope`) at original or renumbered positions: see `attendRotated`.
 let attend

@@ -6,6 +6,16 @@ namespace LongNet.Casm
 
 open System
 
+/// How select-and-merge ranks and weights the candidate key blocks of a query group.
+[<RequireQualifiedAccess>]
+type BlockSelection =
+    /// The paper's rule: the top-k candidates by mean query · mean key; the choice carries no gradient.
+    | Correlation
+    /// The same ranking, and the chosen blocks' scores (· 1/√d) also weight them: each chosen block's keys
+    /// get the log-softmax of the scores over the chosen blocks added to their attention scores, so the
+    /// loss trains the scores that pick the blocks.
+    | Trainable
+
 /// Settings of select-and-merge attention; build with `SelectMergeConfig.create` (it validates).
 type SelectMergeConfig =
     {
@@ -21,6 +31,10 @@ type SelectMergeConfig =
         Causal: bool
         /// RoPE uses positions renumbered 0…len−1 over the merged sequence instead of original positions.
         RenumberPositions: bool
+        /// How many blocks right before the group's first own block it always keeps (≥ 0): a local window.
+        LocalBlocks: int
+        /// How candidates are ranked and weighted.
+        Selection: BlockSelection
     }
 
 /// Validation and construction of `SelectMergeConfig`.
@@ -48,9 +62,18 @@ module SelectMergeConfig =
                 )
             )
 
+        if config.LocalBlocks < 0 then
+            raise (
+                ArgumentOutOfRangeException(
+                    "localBlocks",
+                    box config.LocalBlocks,
+                    $"localBlocks must be ≥ 0, got {config.LocalBlocks}."
+                )
+            )
+
         config
 
-    /// A validated config from its fields.
+    /// A validated config from its fields, with no local blocks and the paper's correlation selection.
     let create
         (blockSize: int)
         (topK: int)
@@ -67,6 +90,8 @@ module SelectMergeConfig =
                 Sink = sink
                 Causal = causal
                 RenumberPositions = renumberPositions
+                LocalBlocks = 0
+                Selection = BlockSelection.Correlation
             }
 
 /// Pure index math of select-and-merge attention.
@@ -94,16 +119,36 @@ module SelectMergePlan =
         && blocks > 0
         && not (Array.contains 0 (ownBlocks config blocks group))
 
-    /// The key blocks group g may pick by score: not own, not the sink, and (causal) before its first own block.
+    /// The local blocks group g always keeps: the `LocalBlocks` blocks right before its first own block.
+    let localBlocks (config: SelectMergeConfig) (blocks: int) (group: int) : int[] =
+        let first = min blocks (group * config.MergeFactor)
+        [| max 0 (first - config.LocalBlocks) .. first - 1 |]
+
+    /// Whether block j is one that group g keeps whatever the scores: own, local or the sink.
+    let isKept (config: SelectMergeConfig) (blocks: int) (group: int) (j: int) : bool =
+        let first = group * config.MergeFactor
+
+        (j >= first && j < first + config.MergeFactor)
+        || (j < first && j >= first - config.LocalBlocks)
+        || (j = 0 && hasSink config blocks group)
+
+    /// The blocks group g keeps whatever the scores, ascending and distinct: own, local and the sink.
+    let keptBlocks (config: SelectMergeConfig) (blocks: int) (group: int) : int[] =
+        let sink = if hasSink config blocks group then [| 0 |] else [||]
+
+        Array.concat [ sink; localBlocks config blocks group; ownBlocks config blocks group ]
+        |> Array.distinct
+        |> Array.sort
+
+    /// The key blocks group g may pick by score: not own, local or the sink, and (causal) before its
+    /// first own block.
     let candidates (config: SelectMergeConfig) (blocks: int) (group: int) : int[] =
-        let own = ownBlocks config blocks group
         let limit = if config.Causal then group * config.MergeFactor else blocks
-        let sink = hasSink config blocks group
 
         [| 0 .. limit - 1 |]
-        |> Array.filter (fun j -> not (Array.contains j own) && not (sink && j = 0))
+        |> Array.filter (fun j -> not (isKept config blocks group j))
 
-    /// The key blocks group g keeps, ascending: own blocks ∪ {0 if sink} ∪ the top-k candidates by
+    /// The key blocks group g keeps, ascending: own ∪ local blocks ∪ {0 if sink} ∪ the top-k candidates by
     /// `scores` (`scores.[j]` = score of key block j, length nb). Ties go to the lower block index;
     /// NaN scores rank last.
     let select (config: SelectMergeConfig) (blocks: int) (group: int) (scores: float[]) : int[] =
@@ -123,16 +168,14 @@ module SelectMergePlan =
                 if c <> 0 then c else compare a b)
             |> Array.truncate config.TopK
 
-        let sink = if hasSink config blocks group then [| 0 |] else [||]
-        Array.concat [ ownBlocks config blocks group; sink; chosen ] |> Array.sort
+        Array.concat [ keptBlocks config blocks group; chosen ] |> Array.sort
 
-    /// How many key blocks group g keeps: own + sink + min(k, candidates).
+    /// How many key blocks group g keeps: own + local + sink + min(k, candidates).
     let selectedCount (config: SelectMergeConfig) (blocks: int) (group: int) : int =
-        (ownBlocks config blocks group).Length
-        + (if hasSink config blocks group then 1 else 0)
+        (keptBlocks config blocks group).Length
         + min config.TopK (candidates config blocks group).Length
 
-    /// The (query, key) scores computed for length n: Σ_g (m·b) · (selected_g · b) ≤ ng·m·b·(m+k+1)·b,
+    /// The (query, key) scores computed for length n: Σ_g (m·b) · (selected_g · b) ≤ ng·m·b·(m+L+k+1)·b (L local blocks),
     /// linear in n for fixed b, k, m (per query block O(b·(k+1)·b) when m = 1).
     let pairCount (config: SelectMergeConfig) (length: int) : int64 =
         let blocks = blockCount config length

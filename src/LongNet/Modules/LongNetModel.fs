@@ -422,6 +422,45 @@ type LongNetModel(config: ModelConfig) as this =
         use scope = torch.NewDisposeScope()
         (project (m.HiddenAt(tokens, positions, scaling, None))).MoveToOuterDisposeScope()
 
+    // The blocks' output `[b, n, e]` (before the final norm) of `tokens` at positions 0 … n−1, layer by
+    // layer with the feed-forward networks on at most `chunk` positions at a time (call without autograd).
+    member private m.BodyChunked(tokens: torch.Tensor, chunk: int) : torch.Tensor =
+        let n = tokens.shape.[1]
+        let x = embedding.forward tokens
+        let inputs = m.Positions(Array.init (int n) int64, int n, None, x.dtype, x.device)
+        let mutable x = x
+
+        for i in 0 .. config.Layers - 1 do
+            let next = blocks.[i].ForwardChunked(x, inputs, chunk)
+            x.Dispose()
+            x <- next
+
+        x
+
+    /// The most likely next token `[b, count]` (int64) after each of the last `count` positions of
+    /// `tokens` `[b, n]`, without autograd and layer by layer as `NllChunked` — the greedy choices along a
+    /// given continuation, for very long prompts.
+    member m.GreedyTail(tokens: torch.Tensor, count: int, chunk: int) : torch.Tensor =
+        checkTokens tokens (if tokens.Dimensions = 2L then tokens.shape.[1] else 0L)
+
+        if chunk < 1 then
+            invalidArg "chunk" $"chunk must be ≥ 1, got {chunk}."
+
+        if count < 1 || int64 count > tokens.shape.[1] then
+            raise (
+                ArgumentOutOfRangeException(
+                    "count",
+                    box count,
+                    $"count must be in [1, {tokens.shape.[1]}] (the tokens given), got {count}."
+                )
+            )
+
+        use _ = torch.no_grad ()
+        use scope = torch.NewDisposeScope()
+        let x = m.BodyChunked(tokens, chunk)
+        let tail = x.narrow (1L, x.shape.[1] - int64 count, int64 count)
+        (project (finalNorm.forward tail)).argmax(-1L).MoveToOuterDisposeScope()
+
     /// The negative log-likelihood `[b, n]` (float32; float64 for a float64 model) of `targets` `[b, n]`
     /// after `tokens` `[b, n]`, without autograd and layer by layer, the feed-forward networks and the
     /// output head run on at most `chunk` positions at a time — memory linear in n with a small constant,
@@ -438,14 +477,7 @@ type LongNetModel(config: ModelConfig) as this =
         use _ = torch.no_grad ()
         use scope = torch.NewDisposeScope()
         let n = tokens.shape.[1]
-        let x = embedding.forward tokens
-        let inputs = m.Positions(Array.init (int n) int64, int n, None, x.dtype, x.device)
-        let mutable x = x
-
-        for i in 0 .. config.Layers - 1 do
-            let next = blocks.[i].ForwardChunked(x, inputs, chunk)
-            x.Dispose()
-            x <- next
+        let x = m.BodyChunked(tokens, chunk)
 
         let wide =
             if x.dtype = torch.ScalarType.Float64 then

@@ -103,6 +103,8 @@ module ModelConfig =
             MergeFactor = 1
             Sink = true
             RenumberPositions = true
+            LocalBlocks = 0
+            Selection = Casm.BlockSelection.Correlation
         }
 
     /// The CRD NTK schedule written for a model that does not use one (and read when fields are absent).
@@ -296,7 +298,28 @@ module ModelConfig =
 
     /// The names of the `selectMerge` object's fields.
     let selectMergeFieldNames =
-        [ "blockSize"; "topK"; "mergeFactor"; "sink"; "renumberPositions" ]
+        [
+            "blockSize"
+            "topK"
+            "mergeFactor"
+            "sink"
+            "renumberPositions"
+            "localBlocks"
+            "selection"
+        ]
+
+    /// The JSON name of a block selection rule.
+    let selectionName (selection: Casm.BlockSelection) : string =
+        match selection with
+        | Casm.BlockSelection.Correlation -> "correlation"
+        | Casm.BlockSelection.Trainable -> "trainable"
+
+    /// The block selection rule named `name` ("correlation" or "trainable", any case), if it is one.
+    let tryParseSelection (name: string) : Casm.BlockSelection option =
+        match name.ToLowerInvariant() with
+        | "correlation" -> Some Casm.BlockSelection.Correlation
+        | "trainable" -> Some Casm.BlockSelection.Trainable
+        | _ -> None
 
     let private scalingJson (method: ScalingMethod) : JsonObject =
         let scale, trained, alpha, beta, crd =
@@ -332,6 +355,8 @@ module ModelConfig =
         o.["mergeFactor"] <- JsonValue.Create s.MergeFactor
         o.["sink"] <- JsonValue.Create s.Sink
         o.["renumberPositions"] <- JsonValue.Create s.RenumberPositions
+        o.["localBlocks"] <- JsonValue.Create s.LocalBlocks
+        o.["selection"] <- JsonValue.Create(selectionName s.Selection)
         o
 
     /// Reads the `positionScaling` object (`section` names it in errors); absent fields from `fallback`.
@@ -397,6 +422,15 @@ module ModelConfig =
                 MergeFactor = r.Int("mergeFactor", basis.MergeFactor, -big, big)
                 Sink = r.Bool("sink", basis.Sink)
                 RenumberPositions = r.Bool("renumberPositions", basis.RenumberPositions)
+                LocalBlocks = r.Int("localBlocks", basis.LocalBlocks, -big, big)
+                Selection =
+                    let text = r.String("selection", selectionName basis.Selection)
+
+                    match tryParseSelection text with
+                    | Some selection -> selection
+                    | None ->
+                        let field = qualified "selectMerge.selection"
+                        JsonFields.fail field $"{field} must be \"correlation\" or \"trainable\", got \"{text}\"."
             }
 
         match name.ToLowerInvariant() with

@@ -26,6 +26,10 @@ type SelectMergeOptions =
         Sink: bool
         /// Rotate q/k at positions renumbered over the merged sequence instead of original positions.
         RenumberPositions: bool
+        /// Blocks right before each query group that it always keeps (≥ 0): a local window.
+        LocalBlocks: int
+        /// How candidate blocks are ranked and weighted (the paper's correlation, or trainable).
+        Selection: Casm.BlockSelection
     }
 
 /// Which attention a layer computes.
@@ -109,6 +113,8 @@ module AttentionSettings =
                     error "selectMerge.blockSize" $"selectMerge.blockSize must be ≥ 1, got {o.BlockSize}."
                 | AttentionKind.SelectMerge o when o.TopK < 0 ->
                     error "selectMerge.topK" $"selectMerge.topK must be ≥ 0, got {o.TopK}."
+                | AttentionKind.SelectMerge o when o.LocalBlocks < 0 ->
+                    error "selectMerge.localBlocks" $"selectMerge.localBlocks must be ≥ 0, got {o.LocalBlocks}."
                 | AttentionKind.SelectMerge o when o.MergeFactor < 1 ->
                     error "selectMerge.mergeFactor" $"selectMerge.mergeFactor must be ≥ 1, got {o.MergeFactor}."
                 | AttentionKind.SelectMerge o when
@@ -291,7 +297,11 @@ type MultiheadDilatedAttention(name: string, settings: AttentionSettings) as thi
             DilatedAttention.forward whole q k v
         | AttentionKind.SelectMerge o ->
             let config =
-                Casm.SelectMergeConfig.create o.BlockSize o.TopK o.MergeFactor o.Sink causal o.RenumberPositions
+                { Casm.SelectMergeConfig.create o.BlockSize o.TopK o.MergeFactor o.Sink causal o.RenumberPositions with
+                    LocalBlocks = o.LocalBlocks
+                    Selection = o.Selection
+                }
+                |> Casm.SelectMergeConfig.validate
 
             fst (Casm.SelectMerge.attendRotated config rotation scale q k v)
 

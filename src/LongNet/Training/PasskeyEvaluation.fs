@@ -4,6 +4,7 @@
 namespace LongNet.Training
 
 open System
+open TorchSharp
 open LongNet.Modules
 open LongNet.Text
 
@@ -30,6 +31,59 @@ module PasskeyEvaluation =
 
     /// The share of a cell's trials that matched.
     let accuracy (cell: PasskeyCell) : float = float cell.Correct / float cell.Trials
+
+    /// Positions the feed-forward networks of a long passkey forward run at a time.
+    let private forwardChunk = 65_536
+
+    /// Whether greedy decoding spells `key`, from `choices.[i]` = the greedy token after the prompt and
+    /// `answer.[..i−1]` (i = 0 … answer.Length): `Some` when that settles it, `None` when decoding left
+    /// the answer's tokens in a way that may still spell the key.
+    let verdictOfChoices (tokenizer: ITokenizer) (answer: int[]) (choices: int[]) (key: string) : bool option =
+        if choices.Length <> answer.Length + 1 then
+            invalidArg "choices" $"choices needs answer.Length + 1 = {answer.Length + 1} entries, got {choices.Length}."
+
+        // decoding follows the answer while the choices match it; where one differs, it has written
+        // answer.[..i−1] and then that choice
+        let rec walk i =
+            let choice = choices.[i]
+
+            if i < answer.Length && choice = answer.[i] then
+                walk (i + 1)
+            elif Some choice = tokenizer.EndOfText then
+                Some(Passkey.score key (tokenizer.Decode answer.[.. i - 1]))
+            else
+                let text =
+                    (tokenizer.Decode(Array.append answer.[.. i - 1] [| choice |])).TrimStart()
+
+                let digits = Passkey.extractDigits text
+
+                if text.Length > digits.Length then Some(digits = key) // the run of digits has ended
+                elif key.StartsWith digits then None
+                else Some false
+
+        walk 0
+
+    /// Whether greedy decoding after `prompt` spells `key`, read from one forward over the prompt and the
+    /// answer " key" (the greedy choice after every answer prefix): `Some` when that settles it, `None`
+    /// when the model took another way that may still spell the key (extra whitespace, another split of
+    /// the digits into tokens) and only generating can tell.
+    let greedyVerdict (model: LongNetModel) (tokenizer: ITokenizer) (prompt: int[]) (key: string) : bool option =
+        let answer = tokenizer.Encode $" {key}"
+        let tokens = Array.append prompt answer
+
+        let predicted =
+            let wasTraining = model.training
+            model.eval ()
+
+            try
+                use input = torch.tensor(Array.map int64 tokens).unsqueeze 0L
+                use choices = model.GreedyTail(input, answer.Length + 1, forwardChunk)
+                choices.data<int64>().ToArray() |> Array.map int
+            finally
+                if wasTraining then
+                    model.train ()
+
+        verdictOfChoices tokenizer answer predicted key
 
     /// Runs the grid: for each length, each depth, `trials` prompts whose pass keys are drawn from `rng`
     /// (one per trial) in that order; `onCell` sees each cell as it completes. Evaluating the lengths one
@@ -60,8 +114,11 @@ module PasskeyEvaluation =
             let key = Passkey.randomPasskey rng
             let prompt = Passkey.build tokenizer length depth key
 
-            Generate.tokens model prompt.Tokens settings tokenizer.EndOfText (Rng.Create 0L) ignore
-            |> Result.map (fun ids -> Passkey.score key (tokenizer.Decode ids))
+            match greedyVerdict model tokenizer prompt.Tokens key with
+            | Some hit -> Ok hit
+            | None ->
+                Generate.tokens model prompt.Tokens settings tokenizer.EndOfText (Rng.Create 0L) ignore
+                |> Result.map (fun ids -> Passkey.score key (tokenizer.Decode ids))
 
         let rec cells (pending: (int * float) list) (acc: PasskeyCell list) =
             match pending with

@@ -715,6 +715,8 @@ let ``with every block selected and no renumbering, an imported model under sele
                 MergeFactor = 1
                 Sink = true
                 RenumberPositions = false
+                LocalBlocks = 0
+                Selection = Casm.BlockSelection.Correlation
             }
 
     let selectMerge, _ =
