@@ -91,12 +91,19 @@ public sealed class CasmBuilderTests : IDisposable
     [Fact]
     public void Trainable_selection_with_local_blocks_through_the_builder_equals_the_FSharp_model()
     {
-        var builder = TinyModel().SelectMergeAttention(blockSize: 4, topK: 1, localBlocks: 1, selection: BlockSelectionRule.Trainable);
+        var builder = TinyModel().SelectMergeAttention(blockSize: 4, topK: 3, localBlocks: 1, selection: BlockSelectionRule.Trainable);
         var expected = FSharpTiny(
-            FsAttentionKind.NewSelectMerge(new FsSelectMergeOptions(4, 1, 1, true, true, 1, global::LongNet.Casm.BlockSelection.Trainable)), FsScalingMethod.PlainRope);
+            FsAttentionKind.NewSelectMerge(new FsSelectMergeOptions(4, 3, 1, true, true, 1, global::LongNet.Casm.BlockSelection.Trainable)), FsScalingMethod.PlainRope);
 
         Assert.Equal(expected, builder.ToFSharp());
         AssertSameLogits(builder, expected);
+
+        // the bias changes the logits: the same model with the paper's selection computes something else
+        using var scope = NewDisposeScope();
+        using var trainable = builder.Seed(3).Build();
+        using var correlation = TinyModel().SelectMergeAttention(blockSize: 4, topK: 3, localBlocks: 1).Seed(3).Build();
+        var tokens = arange(45, dtype: ScalarType.Int64).remainder(40).unsqueeze(0);
+        Assert.False(Fixtures.Identical(trainable.Forward(tokens), correlation.Forward(tokens)));
     }
 
     [Fact]

@@ -133,6 +133,42 @@ let ``train --task passkey with select-merge and CRD NTK logs its draws; passkey
     Assert.Equal(2, code)
     Assert.Contains("--scaling", stderr)
 
+    // a prompt past the model's positions is refused before any forward, naming --lengths
+    let code, _, stderr =
+        capture Passkey.run [ "--checkpoint"; checkpoint; "--lengths"; "256,2000000"; "--trials"; "1" ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--lengths", stderr)
+    Assert.Contains("maxPositions", stderr)
+
+    // the same weights with the trainable selection and a local block
+    let code, stdout, stderr =
+        capture
+            Passkey.run
+            [
+                "--checkpoint"
+                checkpoint
+                "--lengths"
+                "256"
+                "--depths"
+                "1"
+                "--trials"
+                "1"
+                "--selection"
+                "trainable"
+                "--local-blocks"
+                "1"
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("1 local, sink, renumbered, trainable selection", stdout)
+
+    let code, _, stderr =
+        capture Passkey.run [ "--checkpoint"; checkpoint; "--lengths"; "256"; "--selection"; "learned" ]
+
+    Assert.Equal(2, code)
+    Assert.Contains("--selection", stderr)
+
 [<Theory>]
 [<InlineData("--attention", "sparse")>]
 [<InlineData("--scaling", "linear")>]
@@ -231,7 +267,7 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
                 "--crd-steps"
                 "2"
                 "--sparse-steps"
-                "2"
+                "3"
                 "--attentions"
                 "select-merge-trainable,select-merge,dense,dilated"
                 "--embed"
@@ -262,7 +298,8 @@ let ``a miniature passkey study writes its results, table and heatmaps`` () =
         File.ReadAllText(Path.Combine(out, "runs", "select-merge-trainable-base", "config.json"))
 
     Assert.Contains("\"selection\": \"trainable\"", trainable)
-    Assert.Contains("\"steps\": 2", trainable)
+    Assert.Contains("\"steps\": 3", trainable)
+    Assert.Contains("\"seqLen\": 224", trainable)
 
 [<Fact>]
 let ``the study's dilated model has geometric groups from T/4, rates capped at the heads, until a segment holds the longest prompt``

@@ -2,7 +2,8 @@
 /// split into blocks → block summaries → correlation scores → selection → merge → attention.
 /// Notation: tensors `[batch, heads, seq, headDim]` = `[B, H, n, d]`; b block size, nb blocks,
 /// m merge factor, ng query groups, S selected blocks per group (padded to the largest), R = m·b rows.
-/// Explicit (masked softmax) and differentiable in q, k and v; the selection itself is discrete.
+/// Explicit (masked softmax) and differentiable in q, k and v; which blocks are chosen is discrete, and the
+/// trainable selection's weights on the chosen blocks are differentiable.
 module LongNet.Casm.SelectMerge
 
 open System
@@ -122,7 +123,7 @@ let selectBlocks (config: SelectMergeConfig) (scores: torch.Tensor) : int[][] =
 
 /// The selection of `selectBlocks` computed from the summaries a chunk of query groups at a time, so
 /// memory stays linear in the length: each chunk's scores `[B, H, c, nb]` (at most `maxScores`
-/// entries) are masked to the candidates (causal: earlier blocks; not own, not the sink) and ranked with
+/// entries) are masked to the candidates (causal: earlier blocks; not own, local or the sink) and ranked with
 /// `topk` on the tensor. NaN and −∞ scores rank last but stay candidates, as in `selectBlocks`; exact
 /// ties may be broken differently.
 let selectInChunks
@@ -152,6 +153,13 @@ let selectInChunks
 
         let scores =
             groupQueries.narrow(2L, int64 g0, int64 c).matmul(keys.narrow (-1L, 0L, int64 width))
+
+        // ranked in float32 at least, whose lowest finite value float16 and bfloat16 cannot hold
+        let scores =
+            match scores.dtype with
+            | torch.ScalarType.Float64
+            | torch.ScalarType.Float32 -> scores
+            | _ -> scores.to_type torch.ScalarType.Float32
 
         // NaN and −∞ become the lowest finite score of the dtype: still candidates, ranked last
         let lowest =
@@ -289,8 +297,19 @@ let selectionBiasFrom
     // a finite floor, so a group that chose nothing gets no NaN in the backward of logsumexp
     use floor = -1e30.ToScalar()
 
+    // float32 at least: the floor and the log-softmax need its range (float16 would overflow)
+    let wide =
+        if groupQueries.dtype = torch.ScalarType.Float64 then
+            torch.ScalarType.Float64
+        else
+            torch.ScalarType.Float32
+
     let scores =
-        (groupQueries.unsqueeze (-2L) * summaries).sum(-1L).mul(scaleScalar).masked_fill(chosen.logical_not (), floor)
+        (groupQueries.unsqueeze (-2L) * summaries)
+            .sum(-1L)
+            .to_type(wide)
+            .mul(scaleScalar)
+            .masked_fill(chosen.logical_not (), floor)
 
     let logWeights = scores - scores.logsumexp (-1L, true)
     let bias = torch.where (chosen, logWeights, torch.zeros_like logWeights)
@@ -478,8 +497,10 @@ let attendMasked
 /// query blocks attends over the concatenation of its kept and selected key blocks (scored against the
 /// group's mean query; causal: `causalGroupSummaries`, so no row's selection depends on later rows), with
 /// causal masking on original positions and padding masked; the trainable selection adds `selectionBias`;
-/// `rotation` rotates q/k at original or renumbered positions.
-let attendRotated
+/// `rotation` rotates q/k at original or renumbered positions. Without autograd the query groups go a
+/// chunk of at most `maxScores` attention scores at a time.
+let attendRotatedChunked
+    (maxScores: int64)
     (config: SelectMergeConfig)
     (rotation: Rotation option)
     (scale: float)
@@ -586,7 +607,7 @@ let attendRotated
         if needsGrad then
             groups
         else
-            int (max 1L (min (int64 groups) ((1L <<< 24) / perGroup)))
+            int (max 1L (min (int64 groups) (maxScores / perGroup)))
 
     let parts =
         [
@@ -607,6 +628,18 @@ let attendRotated
         | many -> torch.cat (Array.ofList many, 2L)
 
     (join (parts |> List.map fst)).narrow(2L, 0L, n), (join (parts |> List.map snd)).narrow(2L, 0L, n)
+
+/// Select-and-merge attention `[B, H, n, d]` → (out, lse): `attendRotatedChunked` with at most 16 M
+/// attention scores per chunk of query groups.
+let attendRotated
+    (config: SelectMergeConfig)
+    (rotation: Rotation option)
+    (scale: float)
+    (q: torch.Tensor)
+    (k: torch.Tensor)
+    (v: torch.Tensor)
+    : torch.Tensor * torch.Tensor =
+    attendRotatedChunked (1L <<< 24) config rotation scale q k v
 
 /// Select-and-merge attention with plain RoPE (`rope`) at original or renumbered positions: see `attendRotated`.
 let attend

@@ -11,9 +11,9 @@ open System
 type BlockSelection =
     /// The paper's rule: the top-k candidates by mean query · mean key; the choice carries no gradient.
     | Correlation
-    /// The same ranking, and the chosen blocks' scores (· 1/√d) also weight them: each chosen block's keys
-    /// get the log-softmax of the scores over the chosen blocks added to their attention scores, so the
-    /// loss trains the scores that pick the blocks.
+    /// The same ranking, and the chosen blocks' scores (times the attention scale) also weight them: each
+    /// chosen block's keys get the log-softmax of the scores over the chosen blocks added to their attention
+    /// scores, so the loss trains the scores that pick the blocks (with top-k ≥ 2; over one block it is 0).
     | Trainable
 
 /// Settings of select-and-merge attention; build with `SelectMergeConfig.create` (it validates).

@@ -446,6 +446,9 @@ type LongNetModel(config: ModelConfig) as this =
         if chunk < 1 then
             invalidArg "chunk" $"chunk must be ≥ 1, got {chunk}."
 
+        if config.Architecture <> Decoder then
+            invalidOp "greedy choices need a decoder; this model is an encoder (non-causal)."
+
         if count < 1 || int64 count > tokens.shape.[1] then
             raise (
                 ArgumentOutOfRangeException(

@@ -113,6 +113,10 @@ module AttentionSettings =
                     error "selectMerge.blockSize" $"selectMerge.blockSize must be ≥ 1, got {o.BlockSize}."
                 | AttentionKind.SelectMerge o when o.TopK < 0 ->
                     error "selectMerge.topK" $"selectMerge.topK must be ≥ 0, got {o.TopK}."
+                | AttentionKind.SelectMerge o when o.Selection = Casm.BlockSelection.Trainable && o.TopK < 2 ->
+                    error
+                        "selectMerge.topK"
+                        $"selectMerge.topK must be ≥ 2 with selection \"trainable\" (a softmax over one chosen block is constant, so nothing would train it), got {o.TopK}."
                 | AttentionKind.SelectMerge o when o.LocalBlocks < 0 ->
                     error "selectMerge.localBlocks" $"selectMerge.localBlocks must be ≥ 0, got {o.LocalBlocks}."
                 | AttentionKind.SelectMerge o when o.MergeFactor < 1 ->

@@ -35,17 +35,13 @@ module PasskeyEvaluation =
     /// Positions the feed-forward networks of a long passkey forward run at a time.
     let private forwardChunk = 65_536
 
-    /// Whether greedy decoding spells `key`, from `choices.[i]` = the greedy token after the prompt and
-    /// `answer.[..i−1]` (i = 0 … answer.Length): `Some` when that settles it, `None` when decoding left
-    /// the answer's tokens in a way that may still spell the key.
-    let verdictOfChoices (tokenizer: ITokenizer) (answer: int[]) (choices: int[]) (key: string) : bool option =
-        if choices.Length <> answer.Length + 1 then
-            invalidArg "choices" $"choices needs answer.Length + 1 = {answer.Length + 1} entries, got {choices.Length}."
-
+    /// `verdictOfChoices` with the choices asked for one at a time, `choiceAt i` (i = 0 … answer.Length),
+    /// as long as decoding follows the answer.
+    let verdictAlong (tokenizer: ITokenizer) (answer: int[]) (choiceAt: int -> int) (key: string) : bool option =
         // decoding follows the answer while the choices match it; where one differs, it has written
         // answer.[..i−1] and then that choice
         let rec walk i =
-            let choice = choices.[i]
+            let choice = choiceAt i
 
             if i < answer.Length && choice = answer.[i] then
                 walk (i + 1)
@@ -63,27 +59,52 @@ module PasskeyEvaluation =
 
         walk 0
 
+    /// Whether greedy decoding spells `key`, from `choices.[i]` = the greedy token after the prompt and
+    /// `answer.[..i−1]` (i = 0 … answer.Length): `Some` when that settles it, `None` when decoding left
+    /// the answer's tokens in a way that may still spell the key.
+    let verdictOfChoices (tokenizer: ITokenizer) (answer: int[]) (choices: int[]) (key: string) : bool option =
+        if choices.Length <> answer.Length + 1 then
+            invalidArg "choices" $"choices needs answer.Length + 1 = {answer.Length + 1} entries, got {choices.Length}."
+
+        verdictAlong tokenizer answer (fun i -> choices.[i]) key
+
     /// Whether greedy decoding after `prompt` spells `key`, read from one forward over the prompt and the
     /// answer " key" (the greedy choice after every answer prefix): `Some` when that settles it, `None`
-    /// when the model took another way that may still spell the key (extra whitespace, another split of
-    /// the digits into tokens) and only generating can tell.
+    /// when only generating can tell — the model took another way that may still spell the key (extra
+    /// whitespace, another split of the digits into tokens), or it is an encoder. With dynamic or CRD NTK
+    /// (positions that depend on the length) it runs one forward per answer token, as decoding does.
     let greedyVerdict (model: LongNetModel) (tokenizer: ITokenizer) (prompt: int[]) (key: string) : bool option =
         let answer = tokenizer.Encode $" {key}"
         let tokens = Array.append prompt answer
+        let config = model.Config
 
-        let predicted =
+        // read only for a decoder, and only when the answer fits the tokens generation may write
+        if
+            config.Architecture <> Decoder
+            || answer.Length >= generatedTokens
+            || tokens.Length > config.MaxPositions
+        then
+            None
+        else
             let wasTraining = model.training
             model.eval ()
 
+            // the greedy choices after the last `count` positions of tokens.[..length−1]
+            let choices (length: int) (count: int) =
+                use input = torch.tensor(Array.map int64 tokens.[.. length - 1]).unsqueeze 0L
+                use picked = model.GreedyTail(input, count, forwardChunk)
+                picked.data<int64>().ToArray() |> Array.map int
+
             try
-                use input = torch.tensor(Array.map int64 tokens).unsqueeze 0L
-                use choices = model.GreedyTail(input, answer.Length + 1, forwardChunk)
-                choices.data<int64>().ToArray() |> Array.map int
+                if ModelConfig.lengthDependentPositions config then
+                    // dynamic or CRD NTK: every decoding step runs at its own length, so one forward per
+                    // step, as generation does, stopping where the model leaves the answer
+                    verdictAlong tokenizer answer (fun i -> (choices (prompt.Length + i) 1).[0]) key
+                else
+                    verdictOfChoices tokenizer answer (choices tokens.Length (answer.Length + 1)) key
             finally
                 if wasTraining then
                     model.train ()
-
-        verdictOfChoices tokenizer answer predicted key
 
     /// Runs the grid: for each length, each depth, `trials` prompts whose pass keys are drawn from `rng`
     /// (one per trial) in that order; `onCell` sees each cell as it completes. Evaluating the lengths one
@@ -114,11 +135,14 @@ module PasskeyEvaluation =
             let key = Passkey.randomPasskey rng
             let prompt = Passkey.build tokenizer length depth key
 
-            match greedyVerdict model tokenizer prompt.Tokens key with
-            | Some hit -> Ok hit
-            | None ->
-                Generate.tokens model prompt.Tokens settings tokenizer.EndOfText (Rng.Create 0L) ignore
-                |> Result.map (fun ids -> Passkey.score key (tokenizer.Decode ids))
+            match Generate.check model prompt.Tokens settings with
+            | Error e -> Error e
+            | Ok() ->
+                match greedyVerdict model tokenizer prompt.Tokens key with
+                | Some hit -> Ok hit
+                | None ->
+                    Generate.tokens model prompt.Tokens settings tokenizer.EndOfText (Rng.Create 0L) ignore
+                    |> Result.map (fun ids -> Passkey.score key (tokenizer.Decode ids))
 
         let rec cells (pending: (int * float) list) (acc: PasskeyCell list) =
             match pending with
