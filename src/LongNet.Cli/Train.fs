@@ -173,6 +173,22 @@ let private loraOverride (p: Args.Parsed) (m: ModelConfig) : ModelConfig =
         { m with Lora = Some lora }
 
 /// Applies --steps, --seq-len, --seed, --task and the attention and scaling options to a configuration.
+/// The tokenizer of a run: for a run without a configuration, the one of the checkpoint (`--init`) or
+/// Hugging Face folder (`--init-hf`) it starts from.
+let private runTokenizer (p: Args.Parsed) (c: RunConfig) : ITokenizer =
+    match c.Tokenizer, Args.optional p "--init-hf" with
+    | FromCheckpoint, Some folder ->
+        LongNet.Interop.HuggingFace.readTokenizer folder c.Model.VocabSize
+        |> orFail
+        |> fst
+        |> Tokenizer.ofSpec
+        |> orFail
+    | FromCheckpoint, None ->
+        (Checkpoint.readHeader (Args.required p "--init") |> orFail).Tokenizer
+        |> Tokenizer.ofSpec
+        |> orFail
+    | _ -> RunConfig.tokenizer c |> orFail
+
 let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
     let steps =
         Args.optional p "--steps"
@@ -196,7 +212,7 @@ let private overrides (p: Args.Parsed) (c: RunConfig) : RunConfig =
 
     let shortestSample =
         match task with
-        | PasskeySamples -> RunConfig.tokenizer c |> orFail |> Passkey.minimumSampleLength
+        | PasskeySamples -> runTokenizer p c |> Passkey.minimumSampleLength
         | TextWindows -> 1
 
     { c with
@@ -360,18 +376,7 @@ let private train (p: Args.Parsed) (split: ICommunicator option) : int =
             let tokenizer =
                 match config.Tokenizer, config.Train.Task with
                 | LearnedBpe _, TextWindows -> RunConfig.tokenizerFor config source.Value |> orFail
-                | FromCheckpoint, _ ->
-                    match Args.optional p "--init-hf" with
-                    | Some folder ->
-                        LongNet.Interop.HuggingFace.readTokenizer folder config.Model.VocabSize
-                        |> orFail
-                        |> fst
-                        |> Tokenizer.ofSpec
-                        |> orFail
-                    | None ->
-                        let init = Args.required p "--init"
-                        (Checkpoint.readHeader init |> orFail).Tokenizer |> Tokenizer.ofSpec |> orFail
-                | _ -> RunConfig.tokenizer config |> orFail
+                | _ -> runTokenizer p config
 
             let session =
                 match split with

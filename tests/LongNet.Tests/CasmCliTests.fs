@@ -67,6 +67,31 @@ let ``train --task passkey with select-merge and CRD NTK logs its draws; passkey
     Assert.Equal("step,micro_batch,scale,offset,length,split,gap", draws.[0])
     Assert.Equal(4, draws.Length)
 
+    // a passkey run that starts from a checkpoint without a configuration: its tokenizer and model from
+    // there, the attention switched to select-merge with the trainable selection
+    let trainableRun = Path.Combine(dir, "trainable")
+
+    let code, stdout, stderr =
+        capture
+            Train.run
+            [
+                "--task"
+                "passkey"
+                "--init"
+                Path.Combine(baseRun, "checkpoint.ckpt")
+                "--out"
+                trainableRun
+                "--selection"
+                "trainable"
+                "--local-blocks"
+                "1"
+                "--steps"
+                "2"
+            ]
+
+    Assert.True((code = 0), stderr)
+    Assert.Contains("1 local, sink, renumbered, trainable selection", stdout)
+
     let config = JsonNode.Parse(File.ReadAllText(Path.Combine(crdRun, "config.json")))
     Assert.Equal("crd-ntk", config.["model"].["positionScaling"].["method"].GetValue<string>())
     Assert.Equal("select-merge", config.["model"].["attention"].GetValue<string>())

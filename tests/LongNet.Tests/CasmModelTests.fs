@@ -129,7 +129,8 @@ let ``a configuration written before the switch loads with dilated attention and
 [<InlineData("""{"attention": "select-merge", "selectMerge": {"mergeFactor": 0}}""", "model.selectMerge.mergeFactor")>]
 [<InlineData("""{"attention": "select-merge", "selectMerge": {"localBlocks": -1}}""", "model.selectMerge.localBlocks")>]
 [<InlineData("""{"attention": "select-merge", "selectMerge": {"selection": "learned"}}""", "model.selectMerge.selection")>]
-[<InlineData("""{"attention": "select-merge", "selectMerge": {"topK": 1, "selection": "trainable"}}""", "model.selectMerge.topK")>]
+[<InlineData("""{"attention": "select-merge", "selectMerge": {"topK": 1, "selection": "trainable"}}""",
+             "model.selectMerge.topK")>]
 [<InlineData("""{"selectMerge": {"blocks": 4}}""", "model.selectMerge.blocks")>]
 [<InlineData("""{"attention": "select-merge", "position": "xpos"}""", "model.selectMerge.renumberPositions")>]
 [<InlineData("""{"positionScaling": {"method": "rope2"}}""", "model.positionScaling.method")>]

@@ -487,14 +487,19 @@ let ``trainable selection: autograd gradients match finite differences, so the l
     worst <= 1e-6 |> Prop.label $"max |autograd − numeric| = {worst:E3}"
 
 [<Property(Arbitrary = [| typeof<Arbitraries> |], MaxTest = 40)>]
-let ``without autograd, attention a few query groups at a time equals all groups at once`` (c: CasmCase) (budget: byte) =
+let ``without autograd, attention a few query groups at a time equals all groups at once``
+    (c: CasmCase)
+    (budget: byte)
+    =
     init.Force()
     use _ = torch.no_grad ()
     use _scope = torch.NewDisposeScope()
     let q, k, v = inputs c
     let scale = 1.0 / sqrt (float c.HeadDim)
     let rotation = Some(SelectMerge.ropeRotation Rope.defaultRope c.HeadDim)
-    let whole, wholeLse = SelectMerge.attendRotatedChunked Int64.MaxValue c.Config rotation scale q k v
+
+    let whole, wholeLse =
+        SelectMerge.attendRotatedChunked Int64.MaxValue c.Config rotation scale q k v
     // from one group per chunk up to a few
     let part, partLse =
         SelectMerge.attendRotatedChunked (int64 budget + 1L) c.Config rotation scale q k v
