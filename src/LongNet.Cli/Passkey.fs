@@ -88,7 +88,7 @@ let private writeJson (path: string) (checkpoint: string) (cells: PasskeyCell li
         array.Add o
 
     let root = JsonObject()
-    root["checkpoint"] <- JsonValue.Create(Path.GetFullPath checkpoint)
+    root["checkpoint"] <- JsonValue.Create checkpoint
     root["cells"] <- array
     Loading.writeText path (root.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
 
@@ -101,7 +101,37 @@ let heatmapTitled (title: string) (path: string) (lengths: int list) (depths: fl
             float c.Correct / float c.Trials)
 
     use plot = new ScottPlot.Plot()
-    plot.Add.Heatmap(grid) |> ignore
+    let map = plot.Add.Heatmap(grid)
+    // a fixed scale: 0 % and 100 % keep their colours whatever the grid holds
+    map.ManualRange <- System.Nullable(ScottPlot.Range(0.0, 1.0))
+    plot.Add.ColorBar(map) |> ignore
+    // the heatmap draws row 0 at the top; cell (i, j) is centred on (j, rows − 1 − i)
+    let rows = depths.Length
+
+    for i in 0 .. rows - 1 do
+        for j in 0 .. lengths.Length - 1 do
+            let label =
+                plot.Add.Text($"{100.0 * grid.[i, j]:F0}%%", float j, float (rows - 1 - i))
+
+            label.LabelAlignment <- ScottPlot.Alignment.MiddleCenter
+
+            label.LabelFontColor <-
+                if grid.[i, j] > 0.5 then
+                    ScottPlot.Colors.Black
+                else
+                    ScottPlot.Colors.White
+
+    plot.Axes.Bottom.SetTicks(Array.init lengths.Length float, lengths |> List.map (fun l -> $"{l}") |> Array.ofList)
+
+    plot.Axes.Left.SetTicks(
+        Array.init rows (fun i -> float (rows - 1 - i)),
+        depths
+        |> List.map (fun d -> d.ToString(Globalization.CultureInfo.InvariantCulture))
+        |> Array.ofList
+    )
+
+    plot.Axes.Bottom.Label.Text <- "prompt length (tokens)"
+    plot.Axes.Left.Label.Text <- "depth"
     plot.Title title
     plot.SavePng(path, 900, 540) |> ignore
 

@@ -464,6 +464,8 @@ let run (argv: string list) : int =
             settings["trials"] <- JsonValue.Create trials
             settings["steps"] <- JsonValue.Create steps
             settings["crdSteps"] <- JsonValue.Create crdSteps
+            settings["sparseSteps"] <- JsonValue.Create sparseSteps
+            settings["sparseLength"] <- JsonValue.Create sparseLength
             settings["seed"] <- JsonValue.Create seed
             settings["learningRate"] <- JsonValue.Create learningRate
             settings["seconds"] <- JsonValue.Create(Math.Round(watch.Elapsed.TotalSeconds, 1))
