@@ -11,6 +11,13 @@ open TorchSharp
 open LongNet
 open LongNet.Modules
 
+/// The dtype scores are computed in for inputs of `dtype`: float64 stays float64, anything else float32.
+let scoreType (dtype: torch.ScalarType) : torch.ScalarType =
+    if dtype = torch.ScalarType.Float64 then
+        torch.ScalarType.Float64
+    else
+        torch.ScalarType.Float32
+
 /// Splits `x` `[B, H, n, d]` into blocks `[B, H, nb, b, d]` (the last one zero-padded) and returns
 /// them with the validity of each slot `[nb, b]` (bool; false = padding).
 let splitBlocks (blockSize: int) (x: torch.Tensor) : torch.Tensor * torch.Tensor =
@@ -155,11 +162,7 @@ let selectInChunks
             groupQueries.narrow(2L, int64 g0, int64 c).matmul(keys.narrow (-1L, 0L, int64 width))
 
         // ranked in float32 at least, whose lowest finite value float16 and bfloat16 cannot hold
-        let scores =
-            match scores.dtype with
-            | torch.ScalarType.Float64
-            | torch.ScalarType.Float32 -> scores
-            | _ -> scores.to_type torch.ScalarType.Float32
+        let scores = scores.to_type (scoreType scores.dtype)
 
         // NaN and −∞ become the lowest finite score of the dtype: still candidates, ranked last
         let lowest =
@@ -298,11 +301,7 @@ let selectionBiasFrom
     use floor = -1e30.ToScalar()
 
     // float32 at least: the floor and the log-softmax need its range (float16 would overflow)
-    let wide =
-        if groupQueries.dtype = torch.ScalarType.Float64 then
-            torch.ScalarType.Float64
-        else
-            torch.ScalarType.Float32
+    let wide = scoreType groupQueries.dtype
 
     let scores =
         (groupQueries.unsqueeze (-2L) * summaries)
@@ -470,12 +469,7 @@ let attendMasked
     (k: torch.Tensor)
     (v: torch.Tensor)
     : torch.Tensor * torch.Tensor =
-    let dtype =
-        if q.dtype = torch.ScalarType.Float64 then
-            torch.ScalarType.Float64
-        else
-            torch.ScalarType.Float32
-
+    let dtype = scoreType q.dtype
     use scaleScalar = scale.ToScalar()
     use fill = Attend.maskedScore.ToScalar()
 
