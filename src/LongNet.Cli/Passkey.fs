@@ -259,22 +259,10 @@ let run (argv: string list) : int =
                     | Error e -> raise (Args.UsageError $"--attention: {e.Message}")
 
             // the longest prompt with its answer must fit the model's positions and this machine's memory
-            let longest = List.max lengths + PasskeyEvaluation.generatedTokens
-
-            if longest > config.MaxPositions then
-                raise (
-                    Args.UsageError
-                        $"--lengths: a prompt of {List.max lengths} tokens and its answer need {longest} positions; the model has maxPositions {config.MaxPositions}."
-                )
-
-            let needed = ContextUse.longForwardBytes config 4L (int64 longest)
-            let available = ContextUse.availableBytes ()
-
-            if needed > available then
-                raise (
-                    Args.UsageError
-                        $"--lengths: a prompt of {List.max lengths} tokens needs about {needed / 1048576L} MB; this process may use {available / 1048576L} MB."
-                )
+            match ContextUse.checkForwardFits model (List.max lengths + PasskeyEvaluation.generatedTokens) with
+            | Error e ->
+                raise (Args.UsageError $"--lengths: a prompt of {List.max lengths} tokens and its answer: {e}")
+            | Ok() -> ()
 
             let cells =
                 match Args.optional p "--scaling" with

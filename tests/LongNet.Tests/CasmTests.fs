@@ -290,7 +290,7 @@ let ``renumbered positions stay below the merged length and a query shares its n
     let slots = selection |> Array.map Array.length |> Array.max
     let groups = int qGroups.shape.[2]
 
-    let kOrig, kNum, kValid =
+    let kOrig, kValid =
         SelectMerge.mergedKeyLayout
             selection
             slots
@@ -302,8 +302,7 @@ let ``renumbered positions stay below the merged length and a query shares its n
     let qOrig, qNum =
         SelectMerge.groupQueryLayout cfg selection groups [| int64 selection.Length; qGroups.shape.[3] |] torch.CPU
 
-    let ko, kn, kv =
-        kOrig.data<int64>().ToArray(), kNum.data<int64>().ToArray(), kValid.data<bool>().ToArray()
+    let ko, kv = kOrig.data<int64>().ToArray(), kValid.data<bool>().ToArray()
 
     let qo, qn = qOrig.data<int64>().ToArray(), qNum.data<int64>().ToArray()
     let width, rows = slots * cfg.BlockSize, int qGroups.shape.[3]
@@ -311,7 +310,8 @@ let ``renumbered positions stay below the merged length and a query shares its n
     let bound =
         int64 ((cfg.MergeFactor + cfg.LocalBlocks + cfg.TopK + 1) * cfg.BlockSize)
 
-    let mutable ok = kn |> Array.forall (fun p -> p < bound)
+    // a key's renumbered position is its slot index in the merged sequence: 0 … width − 1
+    let mutable ok = int64 width <= bound
 
     for g in 0 .. selection.Length - 1 do
         for r in 0 .. rows - 1 do
@@ -322,7 +322,7 @@ let ``renumbered positions stay below the merged length and a query shares its n
                     [| 0 .. width - 1 |]
                     |> Array.find (fun j -> kv.[g * width + j] && ko.[g * width + j] = pos)
 
-                ok <- ok && qn.[g * rows + r] = kn.[g * width + own]
+                ok <- ok && qn.[g * rows + r] = int64 own
 
     ok
 

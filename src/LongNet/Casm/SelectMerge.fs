@@ -257,7 +257,7 @@ let merge (selection: int[][]) (slots: int) (blocks: torch.Tensor) : torch.Tenso
 /// of kept blocks (own, local, sink) and padding get 0. Inputs: the group summaries `[B, H, ng, d]`, the
 /// key-block summaries `[B, H, nb, d]`, the selection and the slot count S. Differentiable in both
 /// summaries, so the loss trains the scores that rank the blocks.
-let selectionBiasFrom
+let selectionBias
     (config: SelectMergeConfig)
     (firstGroup: int)
     (scale: float)
@@ -316,19 +316,8 @@ let selectionBiasFrom
 
     bias.unsqueeze(-1L).expand(bsz, heads, groups, int64 slots, b).reshape(bsz, heads, groups, int64 slots * b)
 
-/// `selectionBiasFrom` for groups 0 … ng−1.
-let selectionBias
-    (config: SelectMergeConfig)
-    (scale: float)
-    (selection: int[][])
-    (slots: int)
-    (groupQueries: torch.Tensor)
-    (keySummaries: torch.Tensor)
-    : torch.Tensor =
-    selectionBiasFrom config 0 scale selection slots groupQueries keySummaries
-
-/// Positions of the merged keys, each `[B, H, ng, S·b]` (int64): (original position, renumbered
-/// position = slot index in the merged sequence, valid = a real key in a used slot).
+/// Positions of the merged keys, each `[B, H, ng, S·b]`: (original position (int64), valid = a real key in a
+/// used slot (bool)). A key's renumbered position is its slot index in the merged sequence, 0 … S·b−1.
 let mergedKeyLayout
     (selection: int[][])
     (slots: int)
@@ -336,7 +325,7 @@ let mergedKeyLayout
     (length: int)
     (shape: int64[])
     (device: torch.Device)
-    : torch.Tensor * torch.Tensor * torch.Tensor =
+    : torch.Tensor * torch.Tensor =
     let width = slots * blockSize
     let total = selection.Length * width
 
@@ -352,12 +341,7 @@ let mergedKeyLayout
             let slot = (i % width) / blockSize
             slot < selection.[i / width].Length && original.[i] < int64 length)
 
-    let renumbered = Array.init total (fun i -> int64 (i % width))
-
-    let make (a: int64[]) =
-        torch.tensor(a, device = device).reshape shape
-
-    make original, make renumbered, torch.tensor(valid, device = device).reshape shape
+    torch.tensor(original, device = device).reshape shape, torch.tensor(valid, device = device).reshape shape
 
 /// `groupQueryLayout` for the selection rows of groups firstGroup … firstGroup+groups−1 (`selection` ordered
 /// by (batch, head), then group).
@@ -544,7 +528,7 @@ let attendRotatedChunked
         let kMerged = merge selection slots kBlocks
         let vMerged = merge selection slots vBlocks
 
-        let keyOriginal, _, keyValid =
+        let keyOriginal, keyValid =
             mergedKeyLayout selection slots config.BlockSize (int n) kMerged.shape.[..3] q.device
 
         let queryOriginal, queryRenumbered =
@@ -573,7 +557,7 @@ let attendRotatedChunked
             | BlockSelection.Correlation -> None
             | BlockSelection.Trainable ->
                 Some(
-                    selectionBiasFrom
+                    selectionBias
                         config
                         g0
                         scale

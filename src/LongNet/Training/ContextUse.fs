@@ -282,9 +282,9 @@ module ContextUse =
         | Some kb -> min underLimit (int64 (kb * 1024.0))
         | None -> underLimit
 
-    /// Checks that one long forward of `length` tokens can run: the length is in range for the model,
-    /// the text holds `length + 1` tokens, and the memory estimate fits what this process may use.
-    let checkLongForward (model: LongNetModel) (tokenCount: int) (length: int) : Result<unit, string> =
+    /// Checks that one forward of `length` positions can run: the length is in range for the model and
+    /// the memory estimate fits what this process may use.
+    let checkForwardFits (model: LongNetModel) (length: int) : Result<unit, string> =
         let elementBytes =
             model.parameters ()
             |> Seq.tryHead
@@ -298,13 +298,20 @@ module ContextUse =
             Error $"length must be ≥ 1, got {length}."
         elif length > model.Config.MaxPositions then
             Error $"length {length} exceeds the model's maxPositions {model.Config.MaxPositions}."
-        elif tokenCount < length + 1 then
-            Error $"the text has {tokenCount} tokens; a forward over {length} needs at least {length + 1}."
         elif needed > available then
             Error
                 $"a forward over {length} tokens needs about {needed / 1048576L} MB; this process may use {available / 1048576L} MB. Use a shorter length."
         else
             Ok()
+
+    /// Checks that one long forward of `length` tokens can run: the length is in range for the model,
+    /// the text holds `length + 1` tokens, and the memory estimate fits what this process may use.
+    let checkLongForward (model: LongNetModel) (tokenCount: int) (length: int) : Result<unit, string> =
+        match checkForwardFits model length with
+        | Error e -> Error e
+        | Ok() when tokenCount < length + 1 ->
+            Error $"the text has {tokenCount} tokens; a forward over {length} needs at least {length + 1}."
+        | Ok() -> Ok()
 
     /// One forward over the first `length + 1` tokens of `tokens` without autograd, layer by layer with
     /// the feed-forward networks and the output head in chunks, so memory stays linear in the length: the
